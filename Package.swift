@@ -1,0 +1,62 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "vfio-user-swift",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vfio-user-server", targets: ["vfio-user-server"]),
+        .library(name: "VfioUserProto", targets: ["VfioUserProto"]),
+        .library(name: "RegionEmulation", targets: ["RegionEmulation"]),
+        .library(name: "VfioUserServer", targets: ["VfioUserServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // json-c (Debian libjson-c-dev): the capabilities JSON of VERSION and the management protocol.
+        .systemLibrary(
+            name: "CJSONC",
+            pkgConfig: "json-c",
+            providers: [.apt(["libjson-c-dev"])]
+        ),
+        // Linux interfaces the Glibc module lacks (eventfd, memfd, CMSG macros), as inline wrappers.
+        .target(name: "CLinux"),
+        // Bytes, messages, sockets, fds. Knows nothing of devices.
+        .target(
+            name: "VfioUserProto",
+            dependencies: ["CJSONC", "CLinux", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        // PCI semantics: config space, capabilities, BARs, interrupts, the DMA space.
+        .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux"], swiftSettings: strict),
+        // Device models: they see RegionEmulation only.
+        .target(name: "MttyDevice", dependencies: ["RegionEmulation"], swiftSettings: strict),
+        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation"], swiftSettings: strict),
+        // Endpoints, sessions, device life cycle: between the protocol and the command line.
+        .target(
+            name: "VfioUserServer",
+            dependencies: ["VfioUserProto", "RegionEmulation"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "vfio-user-server",
+            dependencies: [
+                "VfioUserServer", "MttyDevice", "VirtioNetDevice",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto"], swiftSettings: strict),
+        .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation"], swiftSettings: strict),
+        .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
+        .testTarget(
+            name: "ServerConformanceTests",
+            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice"],
+            swiftSettings: strict
+        ),
+    ]
+)
