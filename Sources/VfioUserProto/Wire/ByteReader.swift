@@ -1,0 +1,45 @@
+/// A bounds-checked little-endian cursor over borrowed bytes.
+///
+/// Every payload decoder reads through this type, so a short or malformed message becomes a
+/// `ProtocolError.truncated` instead of a trap. The reader never copies: `bytes(count:)` hands out
+/// a slice of the same memory, valid as long as the buffer the reader was made from.
+public struct ByteReader {
+    public let buffer: UnsafeRawBufferPointer
+    public private(set) var position: Int
+
+    public init(_ buffer: UnsafeRawBufferPointer) {
+        self.buffer = buffer
+        self.position = 0
+    }
+
+    public var remaining: Int { buffer.count - position }
+    public var isAtEnd: Bool { position == buffer.count }
+
+    @inline(__always)
+    public mutating func read<T: FixedWidthInteger>(_: T.Type = T.self) throws(ProtocolError) -> T {
+        let size = MemoryLayout<T>.size
+        guard remaining >= size else { throw .truncated(needed: size, available: remaining) }
+        let value = buffer.loadUnaligned(fromByteOffset: position, as: T.self)
+        position += size
+        return T(littleEndian: value)
+    }
+
+    /// The next `count` bytes, without copying.
+    public mutating func bytes(count: Int) throws(ProtocolError) -> UnsafeRawBufferPointer {
+        guard count >= 0, remaining >= count else { throw .truncated(needed: count, available: remaining) }
+        let slice = UnsafeRawBufferPointer(rebasing: buffer[position ..< position + count])
+        position += count
+        return slice
+    }
+
+    /// Everything not read yet, without copying.
+    public mutating func rest() -> UnsafeRawBufferPointer {
+        let slice = UnsafeRawBufferPointer(rebasing: buffer[position...])
+        position = buffer.count
+        return slice
+    }
+
+    public mutating func skip(_ count: Int) throws(ProtocolError) {
+        _ = try bytes(count: count)
+    }
+}
