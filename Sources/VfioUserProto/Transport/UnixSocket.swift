@@ -1,0 +1,137 @@
+import CLinux
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// AF_UNIX stream sockets: the only transport vfio-user specifies (spec "Socket"), and the only one
+/// that can pass file descriptors.
+public enum UnixSocket {
+    /// Binds and listens on `path`, created with `permissions` (0600 by default).
+    ///
+    /// A stale socket file left by a dead server is replaced; a live one (something accepts
+    /// connections on it) is an error (EADDRINUSE), and a path that is not a socket is never removed.
+    public static func listen(path: String, permissions: FilePermissions = [.ownerRead, .ownerWrite],
+                              backlog: CInt = 16) throws(TransportError) -> OwnedFileDescriptor {
+        var address = try socketAddress(path)
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFSOCK else {
+                throw .system(.fileExists, "\(path) exists and is not a socket")
+            }
+            if (try? connect(path: path)) != nil {
+                throw .system(Errno(rawValue: EADDRINUSE), "another server is listening on \(path)")
+            }
+            unlink(path)
+        }
+        let socket = try makeSocket()
+        // Linux creates the socket file with the socket inode's mode (minus umask): setting it before
+        // bind leaves no window in which the file is more open than asked.
+        guard fchmod(socket.rawValue, permissions.rawValue) == 0 else { throw lastError("fchmod") }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw lastError("bind \(path)") }
+        // Undo what the umask took away, so the mode is exactly the one asked for.
+        guard chmod(path, permissions.rawValue) == 0 else { throw lastError("chmod \(path)") }
+        guard Glibc.listen(socket.rawValue, backlog) == 0 else { throw lastError("listen \(path)") }
+        return socket
+    }
+
+    public static func connect(path: String) throws(TransportError) -> OwnedFileDescriptor {
+        var address = try socketAddress(path)
+        let socket = try makeSocket()
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else { throw lastError("connect \(path)") }
+        return socket
+    }
+
+    /// Waits for the next client. EINTR is retried; a shut-down listener reports EINVAL.
+    public static func accept(_ listener: OwnedFileDescriptor) throws(TransportError) -> OwnedFileDescriptor {
+        while true {
+            let fd = clinux_accept4(listener.rawValue, CInt(SOCK_CLOEXEC.rawValue))
+            if fd >= 0 { return OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd)) }
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            throw lastError("accept")
+        }
+    }
+
+    /// A connected pair, for in-process peers (tests, the proxy, twin sockets).
+    public static func pair() throws(TransportError) -> (OwnedFileDescriptor, OwnedFileDescriptor) {
+        var fds: [CInt] = [-1, -1]
+        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw lastError("socketpair")
+        }
+        return (OwnedFileDescriptor(taking: FileDescriptor(rawValue: fds[0])),
+                OwnedFileDescriptor(taking: FileDescriptor(rawValue: fds[1])))
+    }
+
+    /// Whether an inherited fd is a listening socket (SO_ACCEPTCONN) rather than a connected one.
+    public static func isListening(_ socket: FileDescriptor) throws(TransportError) -> Bool {
+        var value: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(socket.rawValue, SOL_SOCKET, SO_ACCEPTCONN, &value, &length) == 0 else {
+            throw lastError("getsockopt(SO_ACCEPTCONN) on fd \(socket.rawValue)")
+        }
+        return value != 0
+    }
+
+    /// Wakes every thread blocked on the socket (accept, recv) so it can wind down.
+    public static func shutdown(_ socket: OwnedFileDescriptor) {
+        _ = Glibc.shutdown(socket.rawValue, CInt(SHUT_RDWR))
+    }
+
+    /// Removes a socket file, but only if it is still the one this process created (same inode),
+    /// so a server never deletes the socket of a newer server on the same path.
+    public static func removeSocketFile(path: String, ifIdentity identity: FileIdentity?) {
+        var status = stat()
+        guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK else { return }
+        if let identity, identity != FileIdentity(status) { return }
+        unlink(path)
+    }
+
+    /// Device and inode of a path, to recognise the socket file this process made.
+    public static func identity(of path: String) -> FileIdentity? {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return nil }
+        return FileIdentity(status)
+    }
+
+    public struct FileIdentity: Equatable, Sendable {
+        let device: UInt64
+        let inode: UInt64
+        init(_ status: stat) {
+            device = UInt64(status.st_dev)
+            inode = UInt64(status.st_ino)
+        }
+    }
+
+    private static func makeSocket() throws(TransportError) -> OwnedFileDescriptor {
+        let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw lastError("socket") }
+        return OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd))
+    }
+
+    private static func socketAddress(_ path: String) throws(TransportError) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            throw .system(.fileNameTooLong, "socket path must be 1 to \(capacity - 1) bytes: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
+    }
+
+    static func lastError(_ call: String) -> TransportError {
+        .system(Errno(rawValue: errno), call)
+    }
+}
