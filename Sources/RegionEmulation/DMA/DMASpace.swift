@@ -1,0 +1,405 @@
+import SystemPackage
+import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The device's view of client memory, fed by DMA_MAP / DMA_UNMAP (spec "VFIO_USER_DMA_MAP").
+///
+/// The server's counterpart of the kernel's `vfio_pin_pages`/`vfio_unpin_pages` for mediated
+/// devices: a device model pins an IOVA range and gets host buffers it may use directly, or copies
+/// through `read`/`write`, which also reach fd-less (message-mode) regions with DMA_READ/DMA_WRITE.
+///
+/// Thread safety: the session thread maps and unmaps while device threads pin and copy. A pinned
+/// mapping stays mapped: DMA_UNMAP first tells the device models (`onUnmap`, like the kernel's
+/// DMA-unmap notifier), then waits for every pin on the range to be released before it returns, so
+/// nothing touches client memory after the client was told it is unmapped.
+public final class DMASpace: @unchecked Sendable { // All mutable state is guarded by `lock`.
+    public static let pageSize = 4096
+    static let pageShift = 12
+    /// The spec's default `max_dma_maps`, which this server advertises.
+    public static let defaultMaxMappings = 65535
+
+    public let maxMappings: Int
+    private let lock = ConditionLock()
+    private var table = SortedChunkMap<DMAMapping>()
+    private var channel: DMAMessageChannel?
+    private var observers: [Int: @Sendable (UInt64, UInt64) -> Void] = [:]
+    private var nextObserver = 0
+
+    public init(maxMappings: Int = DMASpace.defaultMaxMappings) {
+        self.maxMappings = maxMappings
+    }
+
+    // MARK: The client side: DMA_MAP / DMA_UNMAP
+
+    /// Records a mapping. With an fd, the range is mmapped (MAP_SHARED, the fd offset rounded down to
+    /// a page, protection from READ/WRITE); without one it is a message-mode region.
+    ///
+    /// An exact repeat of an existing mapping (same range, flags and file position) succeeds and
+    /// changes nothing, as libvfio-user does; any other overlap is EEXIST.
+    public func map(_ request: DMAMapRequest, fd: OwnedFileDescriptor?) throws(DMAError) {
+        guard request.flags.rawValue & ~DMAMapFlags.known.rawValue == 0 else {
+            throw .invalid("unknown DMA_MAP flags 0x\(String(request.flags.rawValue, radix: 16))")
+        }
+        guard !request.flags.isEmpty else { throw .invalid("DMA_MAP without READ or WRITE") }
+        guard request.size > 0 else { throw .invalid("DMA_MAP of size 0") }
+        guard request.address <= UInt64.max - request.size + 1, request.offset <= UInt64.max - request.size else {
+            throw .invalid("DMA_MAP range overflows 64 bits")
+        }
+        let lastByte = request.address + (request.size - 1)
+
+        var identity: DMAMapping.FileIdentity?
+        var memory: MappedMemory?
+        var memoryOffset = 0
+        if let fd {
+            var status = stat()
+            guard fstat(fd.rawValue, &status) == 0 else { throw .mapFailed(Errno(rawValue: errno)) }
+            identity = .init(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
+            if status.st_mode & S_IFMT == S_IFREG, request.offset + request.size > UInt64(status.st_size) {
+                // Touching pages past the end of a file raises SIGBUS: refuse up front.
+                throw .invalid("DMA_MAP range ends at \(request.offset + request.size), past the fd's \(status.st_size) bytes")
+            }
+            guard request.size <= UInt64(Int.max / 2) else { throw .invalid("DMA_MAP size too large") }
+            if let existing = duplicate(of: request, identity: identity) { _ = existing; return }
+            try checkCapacityAndOverlap(request.address, lastByte)
+            let alignedOffset = request.offset & ~UInt64(Self.pageSize - 1)
+            memoryOffset = Int(request.offset - alignedOffset)
+            let length = (memoryOffset + Int(request.size) + Self.pageSize - 1) & ~(Self.pageSize - 1)
+            let protection = (request.flags.contains(.read) ? PROT_READ : 0) | (request.flags.contains(.write) ? PROT_WRITE : 0)
+            let base = mmap(nil, length, protection, MAP_SHARED, fd.rawValue, off_t(Int64(bitPattern: alignedOffset)))
+            guard let base, base != MAP_FAILED else { throw .mapFailed(Errno(rawValue: errno)) }
+            memory = MappedMemory(base: base, length: length)
+        } else {
+            if duplicate(of: request, identity: nil) != nil { return }
+            try checkCapacityAndOverlap(request.address, lastByte)
+        }
+        let mapping = DMAMapping(iova: request.address, size: request.size, flags: request.flags, memory: memory,
+                                 memoryOffset: memoryOffset, fileOffset: request.offset, fileIdentity: identity)
+        try lock.withLock { () throws(DMAError) in
+            // Only the session maps, but check again under the lock rather than assume it.
+            try overlapCheckLocked(request.address, lastByte)
+            table.insert(request.address, mapping)
+        }
+    }
+
+    private func duplicate(of request: DMAMapRequest, identity: DMAMapping.FileIdentity?) -> DMAMapping? {
+        lock.withLock {
+            guard let existing = table[request.address], !existing.removing, existing.size == request.size,
+                  existing.flags == request.flags, existing.fileIdentity == identity,
+                  identity == nil || existing.fileOffset == request.offset else { return nil }
+            return existing
+        }
+    }
+
+    private func checkCapacityAndOverlap(_ first: UInt64, _ last: UInt64) throws(DMAError) {
+        try lock.withLock { () throws(DMAError) in
+            guard table.count < maxMappings else { throw .tooManyMappings(maxMappings) }
+            try overlapCheckLocked(first, last)
+        }
+    }
+
+    private func overlapCheckLocked(_ first: UInt64, _ last: UInt64) throws(DMAError) {
+        if let below = table.floor(first)?.value, below.end - 1 >= first {
+            throw .overlaps(address: first, size: last - first + 1)
+        }
+        if let above = table.ceiling(first)?.value, above.iova <= last {
+            throw .overlaps(address: first, size: last - first + 1)
+        }
+    }
+
+    /// Removes the mapping that exactly matches the request (or every mapping with
+    /// `VFIO_DMA_UNMAP_FLAG_ALL`), after device models released their pins on it.
+    ///
+    /// `waitForRelease` is called while pins remain, with a predicate that says whether they are gone;
+    /// it returns false when it gives up (the unmap then fails with EBUSY and the range stays
+    /// inaccessible). The session passes a waiter that keeps reading replies from the socket, so a
+    /// device thread blocked on a DMA message reply cannot deadlock an unmap.
+    public func unmap(_ request: DMAUnmapRequest,
+                      waitForRelease: ((_ released: () -> Bool) -> Bool)? = nil) throws(DMAError) {
+        if request.flags.contains(.getDirtyBitmap) {
+            throw .invalid("DMA_UNMAP with the migration-v1 dirty bitmap is not supported")
+        }
+        guard request.flags.rawValue & ~DMAUnmapFlags.all.rawValue == 0 else {
+            throw .invalid("unknown DMA_UNMAP flags 0x\(String(request.flags.rawValue, radix: 16))")
+        }
+        let victims: [DMAMapping] = try lock.withLock { () throws(DMAError) in
+            if request.flags.contains(.all) {
+                guard request.address == 0, request.size == 0 else {
+                    throw .invalid("DMA_UNMAP ALL needs address 0 and size 0")
+                }
+                return table.entries.map(\.value)
+            }
+            guard let mapping = table[request.address], mapping.size == request.size, !mapping.removing else {
+                throw .noSuchMapping(address: request.address, size: request.size)
+            }
+            return [mapping]
+        }
+        try remove(victims, waitForRelease: waitForRelease)
+    }
+
+    /// Removes every mapping (a lost connection).
+    public func removeAll(waitForRelease: ((_ released: () -> Bool) -> Bool)? = nil) {
+        let victims = lock.withLock { table.entries.map(\.value) }
+        try? remove(victims, waitForRelease: waitForRelease)
+    }
+
+    private func remove(_ victims: [DMAMapping], waitForRelease: ((_ released: () -> Bool) -> Bool)?) throws(DMAError) {
+        guard !victims.isEmpty else { return }
+        let pinned: [DMAMapping] = lock.withLock {
+            for mapping in victims { mapping.removing = true }
+            return victims.filter { $0.pins > 0 }
+        }
+        if !pinned.isEmpty {
+            let observers = lock.withLock { Array(self.observers.values) }
+            for mapping in pinned { for observer in observers { observer(mapping.iova, mapping.size) } }
+            let released = { [lock] in lock.withLock { pinned.allSatisfy { $0.pins == 0 } } }
+            let done = waitForRelease.map { $0(released) } ?? waitForPins(pinned, milliseconds: 10_000)
+            if !done {
+                let held = lock.withLock { pinned.first { $0.pins > 0 } }
+                // Those still pinned stay in the table, marked removing: no new access, no reuse.
+                lock.withLock { for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova) } }
+                throw .pinsHeld(address: held?.iova ?? 0, pins: held?.pins ?? 0)
+            }
+        }
+        lock.withLock { for mapping in victims { table.remove(mapping.iova) } }
+    }
+
+    private func waitForPins(_ pinned: [DMAMapping], milliseconds: Int) -> Bool {
+        let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+        return lock.withLock {
+            while pinned.contains(where: { $0.pins > 0 }) {
+                let now = monotonicNanoseconds()
+                guard now < deadline else { return false }
+                lock.wait(milliseconds: Int((deadline - now) / 1_000_000) + 1)
+            }
+            return true
+        }
+    }
+
+    // MARK: The device side
+
+    /// Registers a callback told about an unmap of a range with live pins (iova, size), before the
+    /// unmap waits for them. It runs on the session thread and must release (or arrange to release)
+    /// the device's pins on that range.
+    @discardableResult
+    public func onUnmap(_ observer: @escaping @Sendable (UInt64, UInt64) -> Void) -> Int {
+        lock.withLock {
+            nextObserver += 1
+            observers[nextObserver] = observer
+            return nextObserver
+        }
+    }
+
+    public func removeObserver(_ token: Int) {
+        lock.withLock { observers[token] = nil }
+    }
+
+    /// Where fd-less regions are reached (the session, while a client is attached).
+    public func setMessageChannel(_ channel: DMAMessageChannel?) {
+        lock.withLock { self.channel = channel }
+    }
+
+    /// Pins `[iova, iova + length)` for `access` and returns host buffers covering it in order
+    /// (several when it spans adjacent mappings). Writes mark the range dirty.
+    public func pin(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> DMAPin {
+        guard length > 0 else { return DMAPin(space: self, iova: iova, segments: [], mappings: []) }
+        return try lock.withLock { () throws(DMAError) in
+            var segments: [UnsafeMutableRawBufferPointer] = []
+            var mappings: [DMAMapping] = []
+            var address = iova
+            var remaining = UInt64(length)
+            while remaining > 0 {
+                let mapping = try lookupLocked(address, access: access)
+                guard !mapping.isMessageMode else { throw .messageMode(address) }
+                let chunk = min(remaining, mapping.end - address)
+                segments.append(UnsafeMutableRawBufferPointer(start: mapping.hostAddress(address), count: Int(chunk)))
+                mappings.append(mapping)
+                address &+= chunk
+                remaining -= chunk
+            }
+            for (mapping, segment) in zip(mappings, segments) {
+                mapping.pins += 1
+                if access.contains(.write) {
+                    let start = mapping.iova + UInt64(segment.baseAddress! - mapping.hostAddress(mapping.iova))
+                    mapping.markDirty(start, segment.count, pageShift: Self.pageShift)
+                }
+            }
+            return DMAPin(space: self, iova: iova, segments: segments, mappings: mappings)
+        }
+    }
+
+    func release(_ mappings: [DMAMapping]) {
+        lock.withLock {
+            var wake = false
+            for mapping in mappings {
+                mapping.pins -= 1
+                if mapping.removing && mapping.pins == 0 { wake = true }
+            }
+            if wake { lock.broadcast() }
+        }
+    }
+
+    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> DMAMapping {
+        guard let mapping = table.floor(address)?.value, address - mapping.iova < mapping.size, !mapping.removing else {
+            throw .notMapped(address)
+        }
+        if access.contains(.read) && !mapping.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
+        if access.contains(.write) && !mapping.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
+        return mapping
+    }
+
+    /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
+    /// messages (split by the client's `max_data_xfer_size`) from fd-less ones.
+    public func read(_ iova: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
+        try copy(iova, count: buffer.count, access: .read) { (offset, mapping, host, count) throws(DMAError) in
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[offset ..< offset + count])
+            if let host {
+                piece.copyMemory(from: UnsafeRawBufferPointer(start: host, count: count))
+            } else {
+                try messageChannel().read(iova + UInt64(offset), into: piece)
+            }
+        }
+    }
+
+    /// Copies `data` into client memory at `iova` (and marks the pages dirty).
+    public func write(_ iova: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
+        try copy(iova, count: data.count, access: .write) { (offset, mapping, host, count) throws(DMAError) in
+            let piece = UnsafeRawBufferPointer(rebasing: data[offset ..< offset + count])
+            if let host {
+                host.copyMemory(from: piece.baseAddress!, byteCount: count)
+            } else {
+                try messageChannel().write(iova + UInt64(offset), from: piece)
+            }
+        }
+    }
+
+    private func messageChannel() throws(DMAError) -> DMAMessageChannel {
+        guard let channel = lock.withLock({ channel }) else {
+            throw .channel(.socketNotConnected, "no client attached for message-mode DMA")
+        }
+        return channel
+    }
+
+    /// Walks the mappings under `[iova, iova + count)`, pinning each piece of an mmapped one for the
+    /// duration of `body` so that an unmap cannot pull the memory away mid-copy.
+    private func copy(_ iova: UInt64, count: Int, access: DMAAccess,
+                      _ body: (Int, DMAMapping, UnsafeMutableRawPointer?, Int) throws(DMAError) -> Void) throws(DMAError) {
+        var offset = 0
+        while offset < count {
+            let address = iova &+ UInt64(offset)
+            let (mapping, chunk): (DMAMapping, Int) = try lock.withLock { () throws(DMAError) in
+                let mapping = try lookupLocked(address, access: access)
+                let chunk = Int(min(UInt64(count - offset), mapping.end - address))
+                if !mapping.isMessageMode {
+                    mapping.pins += 1
+                    if access.contains(.write) { mapping.markDirty(address, chunk, pageShift: Self.pageShift) }
+                }
+                return (mapping, chunk)
+            }
+            if mapping.isMessageMode {
+                let maxTransfer = try messageChannel().maxTransferSize
+                var done = 0
+                while done < chunk {
+                    let piece = min(chunk - done, maxTransfer)
+                    try body(offset + done, mapping, nil, piece)
+                    done += piece
+                }
+                if access.contains(.write) {
+                    lock.withLock { mapping.markDirty(address, chunk, pageShift: Self.pageShift) }
+                }
+            } else {
+                defer { release([mapping]) }
+                try body(offset, mapping, mapping.hostAddress(address), chunk)
+            }
+            offset += chunk
+        }
+    }
+
+    // MARK: Dirty pages
+
+    /// The dirty bitmap of `[iova, iova + size)` at `pageSize` (a power of two, at least 4 KiB): one
+    /// bit per page, little-endian QWORDs. `clear` resets what was reported. The range may span
+    /// several mappings; pages outside any mapping read clean.
+    public func dirtyBitmap(_ iova: UInt64, size: UInt64, pageSize: Int, clear: Bool) throws(DMAError) -> [UInt64] {
+        guard pageSize >= Self.pageSize, pageSize.nonzeroBitCount == 1 else {
+            throw .invalid("dirty page size \(pageSize) is not a power of two >= 4096")
+        }
+        guard size > 0, iova <= UInt64.max - size + 1 else { throw .invalid("bad dirty bitmap range") }
+        let pages = Int((size + UInt64(pageSize) - 1) / UInt64(pageSize))
+        var bitmap = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        let ratioShift = pageSize.trailingZeroBitCount - Self.pageShift
+        lock.withLock {
+            table.forEach { _, mapping in
+                guard mapping.end > iova, mapping.iova < iova &+ size, !mapping.dirty.isEmpty else { return }
+                let mappingPages = Int((mapping.size + UInt64(Self.pageSize) - 1) >> Self.pageShift)
+                for page in 0..<mappingPages where mapping.dirty[page / 64] & (1 << UInt64(page % 64)) != 0 {
+                    let address = mapping.iova + UInt64(page) << Self.pageShift
+                    guard address >= iova || address + UInt64(Self.pageSize) > iova, address < iova &+ size else { continue }
+                    let bit = Int((max(address, iova) - iova) >> Self.pageShift) >> ratioShift
+                    if bit < pages { bitmap[bit / 64] |= 1 << UInt64(bit % 64) }
+                    if clear { mapping.dirty[page / 64] &= ~(1 << UInt64(page % 64)) }
+                }
+            }
+        }
+        return bitmap
+    }
+
+    // MARK: Inspection
+
+    public var mappingCount: Int { lock.withLock { table.count } }
+
+    public var mappings: [DMAMappingInfo] {
+        lock.withLock {
+            table.entries.map {
+                DMAMappingInfo(iova: $0.value.iova, size: $0.value.size, flags: $0.value.flags,
+                               hasFileDescriptor: !$0.value.isMessageMode, pins: $0.value.pins)
+            }
+        }
+    }
+}
+
+/// The direction of a device access to client memory.
+public struct DMAAccess: OptionSet, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The device reads client memory (needs the mapping's READ flag).
+    public static let read = DMAAccess(rawValue: 1)
+    /// The device writes client memory (needs WRITE).
+    public static let write = DMAAccess(rawValue: 2)
+}
+
+/// A pinned range: host buffers a device may read or write directly until `release()`.
+public final class DMAPin: @unchecked Sendable { // `released` is only touched under the space's lock via release().
+    public let iova: UInt64
+    public let segments: [UnsafeMutableRawBufferPointer]
+    private let mappings: [DMAMapping]
+    private weak var space: DMASpace?
+    private var released = false
+
+    init(space: DMASpace, iova: UInt64, segments: [UnsafeMutableRawBufferPointer], mappings: [DMAMapping]) {
+        self.space = space
+        self.iova = iova
+        self.segments = segments
+        self.mappings = mappings
+    }
+
+    public var length: Int { segments.reduce(0) { $0 + $1.count } }
+
+    /// Gives the range back; the mapping may then be unmapped. Idempotent.
+    public func release() {
+        guard !released else { return }
+        released = true
+        space?.release(mappings)
+    }
+
+    deinit { release() }
+}
+
+/// How message-mode DMA reaches the client: DMA_READ / DMA_WRITE on its socket.
+public protocol DMAMessageChannel: AnyObject, Sendable {
+    /// The client's `max_data_xfer_size`: the largest count one message may carry.
+    var maxTransferSize: Int { get }
+    func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError)
+    func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError)
+}

@@ -1,0 +1,380 @@
+import Synchronization
+import SystemPackage
+import VfioUserProto
+
+/// The five interrupt indexes of a vfio PCI device: INTx, MSI, MSI-X, ERR and REQ.
+///
+/// Holds the eventfds a client assigned with SET_IRQS, each vector's mask and pending state, and
+/// INTx's line level. Devices raise interrupts from any thread (`trigger`, `setINTx`); the session
+/// applies SET_IRQS. An interrupt that cannot be delivered (vector masked, no eventfd yet, function
+/// masked, INTx disabled in the command register) sets the vector's pending bit and is delivered
+/// when the obstacle goes away, never lost.
+///
+/// Eventfds are written outside the lock: the fd object is retained, so a concurrent SET_IRQS that
+/// replaces it only means the interrupt lands on the eventfd that was current when it was raised.
+public final class InterruptEngine: Sendable {
+    /// Per-index size and flags, as GET_IRQ_INFO reports them.
+    public struct IndexInfo: Sendable, Equatable {
+        public var count: Int
+        public var flags: IRQInfoFlags
+        public init(count: Int, flags: IRQInfoFlags) {
+            self.count = count
+            self.flags = flags
+        }
+    }
+
+    struct Vector {
+        var trigger: OwnedFileDescriptor?
+        var masked = false
+        var pending = false
+    }
+
+    struct IndexState {
+        var info: IndexInfo
+        var vectors: [Vector]
+        /// MSI/MSI-X: enabled by the config-space enable bit or by SET_IRQS (the two are kept equal by
+        /// `PCIFunction`). INTx, ERR and REQ are always enabled.
+        var enabled: Bool
+        /// MSI-X function mask (message control bit 14).
+        var functionMasked = false
+        var signalled = 0
+    }
+
+    struct State {
+        var indexes: [IndexState]
+        /// The device's INTx line.
+        var intxLevel = false
+        /// Command register bit 10.
+        var intxDisabled = false
+        /// INTx unmask eventfd (SET_IRQS EVENTFD|UNMASK): the client signals it to unmask.
+        var intxUnmaskEventfd: OwnedFileDescriptor?
+    }
+
+    private let state: Mutex<State>
+
+    public init(intx: Bool, msiVectors: Int, msiMaskable: Bool, msixVectors: Int) {
+        func index(_ count: Int, _ flags: IRQInfoFlags, enabled: Bool) -> IndexState {
+            IndexState(info: IndexInfo(count: count, flags: count == 0 ? [] : flags),
+                       vectors: Array(repeating: Vector(), count: count), enabled: enabled)
+        }
+        state = Mutex(State(indexes: [
+            index(intx ? 1 : 0, [.eventfd, .maskable, .automasked], enabled: true),
+            // MSI vectors are allocated as one block (NORESIZE), as the kernel's vfio-pci reports.
+            index(msiVectors, msiMaskable ? [.eventfd, .maskable, .noResize] : [.eventfd, .noResize], enabled: false),
+            // No NORESIZE: QEMU then adds MSI-X vectors one SET_IRQS at a time as the guest uses them.
+            index(msixVectors, [.eventfd, .maskable], enabled: false),
+            // ERR and REQ: one notification eventfd each, as libvfio-user and the kernel offer.
+            index(1, [.eventfd], enabled: true),
+            index(1, [.eventfd], enabled: true),
+        ]))
+    }
+
+    // MARK: Queries
+
+    public func info(_ index: IRQIndex) -> IndexInfo? {
+        guard index.rawValue < IRQIndex.count else { return nil }
+        return state.withLock { $0.indexes[Int(index.rawValue)].info }
+    }
+
+    public func isEnabled(_ index: IRQIndex) -> Bool {
+        state.withLock { $0.indexes[Int(index.rawValue)].enabled }
+    }
+
+    public func hasTrigger(_ index: IRQIndex, vector: Int = 0) -> Bool {
+        state.withLock { s in
+            let i = Int(index.rawValue)
+            return vector < s.indexes[i].vectors.count && s.indexes[i].vectors[vector].trigger != nil
+        }
+    }
+
+    public func isMasked(_ index: IRQIndex, vector: Int) -> Bool {
+        state.withLock { s in
+            let i = Int(index.rawValue)
+            return vector < s.indexes[i].vectors.count && s.indexes[i].vectors[vector].masked
+        }
+    }
+
+    public func isPending(_ index: IRQIndex, vector: Int) -> Bool {
+        state.withLock { s in
+            let i = Int(index.rawValue)
+            return vector < s.indexes[i].vectors.count && s.indexes[i].vectors[vector].pending
+        }
+    }
+
+    /// Interrupts delivered on an index so far.
+    public func signalledCount(_ index: IRQIndex) -> Int {
+        state.withLock { $0.indexes[Int(index.rawValue)].signalled }
+    }
+
+    /// Pending bits of `index` as little-endian QWORDs: the MSI-X Pending Bit Array.
+    public func pendingBits(_ index: IRQIndex) -> [UInt64] {
+        state.withLock { s in
+            let vectors = s.indexes[Int(index.rawValue)].vectors
+            var words = [UInt64](repeating: 0, count: (vectors.count + 63) / 64)
+            for (n, vector) in vectors.enumerated() where vector.pending { words[n / 64] |= 1 << UInt64(n % 64) }
+            return words
+        }
+    }
+
+    /// The fds currently assigned (tests count them; nothing else needs them).
+    public var assignedEventfdCount: Int {
+        state.withLock { s in
+            s.indexes.reduce(0) { $0 + $1.vectors.filter { $0.trigger != nil }.count } + (s.intxUnmaskEventfd == nil ? 0 : 1)
+        }
+    }
+
+    // MARK: Raising interrupts (device side, any thread)
+
+    /// Raises vector `vector` of an MSI, MSI-X, ERR or REQ index. Returns whether it was delivered now
+    /// (false: recorded as pending, or the index is disabled).
+    @discardableResult
+    public func trigger(_ index: IRQIndex, vector: Int) -> Bool {
+        let fd: OwnedFileDescriptor? = state.withLock { s in
+            let i = Int(index.rawValue)
+            guard i < s.indexes.count, vector < s.indexes[i].vectors.count else { return nil }
+            if index == .intx { return Self.assertINTx(&s, pulse: true) }
+            return Self.deliver(&s, i, vector)
+        }
+        guard let fd else { return false }
+        try? fd.signalEventfd()
+        return true
+    }
+
+    /// Sets the device's INTx line. INTx is level-triggered and automasked: a high line is signalled
+    /// once, then stays masked until the client unmasks; if it is still high then, it is signalled
+    /// again (the kernel's vfio-pci INTx model).
+    public func setINTx(asserted: Bool) {
+        let fd: OwnedFileDescriptor? = state.withLock { s in
+            guard !s.indexes[0].vectors.isEmpty, s.intxLevel != asserted || asserted else { return nil }
+            s.intxLevel = asserted
+            if !asserted {
+                s.indexes[0].vectors[0].pending = false
+                return nil
+            }
+            return Self.assertINTx(&s, pulse: false)
+        }
+        try? fd?.signalEventfd()
+    }
+
+    public var intxLevel: Bool { state.withLock { $0.intxLevel } }
+
+    private static func assertINTx(_ s: inout State, pulse: Bool) -> OwnedFileDescriptor? {
+        var vector = s.indexes[0].vectors[0]
+        defer { s.indexes[0].vectors[0] = vector }
+        guard let fd = vector.trigger, !vector.masked, !s.intxDisabled else {
+            vector.pending = true
+            return nil
+        }
+        // Already signalled and not yet unmasked: nothing new to say.
+        if vector.pending && !pulse { return nil }
+        vector.masked = true // automask
+        vector.pending = false
+        s.indexes[0].signalled += 1
+        return fd
+    }
+
+    private static func deliver(_ s: inout State, _ i: Int, _ n: Int) -> OwnedFileDescriptor? {
+        guard s.indexes[i].enabled else { return nil }
+        var vector = s.indexes[i].vectors[n]
+        defer { s.indexes[i].vectors[n] = vector }
+        guard let fd = vector.trigger, !vector.masked, !s.indexes[i].functionMasked else {
+            vector.pending = true
+            return nil
+        }
+        vector.pending = false
+        s.indexes[i].signalled += 1
+        return fd
+    }
+
+    /// After something unmasked: deliver whatever is pending and now deliverable.
+    private static func flushPending(_ s: inout State) -> [OwnedFileDescriptor] {
+        var fds: [OwnedFileDescriptor] = []
+        if !s.indexes[0].vectors.isEmpty, s.indexes[0].vectors[0].pending || s.intxLevel,
+           s.indexes[0].vectors[0].trigger != nil, !s.indexes[0].vectors[0].masked, !s.intxDisabled {
+            if let fd = assertINTx(&s, pulse: true) { fds.append(fd) }
+        }
+        for i in 1..<s.indexes.count {
+            for n in s.indexes[i].vectors.indices where s.indexes[i].vectors[n].pending {
+                if let fd = deliver(&s, i, n) { fds.append(fd) }
+            }
+        }
+        return fds
+    }
+
+    private func applyAndFlush(_ body: (inout State) -> Void) {
+        let fds = state.withLock { s in
+            body(&s)
+            return Self.flushPending(&s)
+        }
+        for fd in fds { try? fd.signalEventfd() }
+    }
+
+    // MARK: State driven by config space (PCIFunction)
+
+    public func setEnabled(_ index: IRQIndex, _ enabled: Bool) {
+        applyAndFlush { s in
+            s.indexes[Int(index.rawValue)].enabled = enabled
+            if !enabled {
+                for n in s.indexes[Int(index.rawValue)].vectors.indices { s.indexes[Int(index.rawValue)].vectors[n].pending = false }
+            }
+        }
+    }
+
+    public func setFunctionMasked(_ index: IRQIndex, _ masked: Bool) {
+        applyAndFlush { $0.indexes[Int(index.rawValue)].functionMasked = masked }
+    }
+
+    public func setMasked(_ index: IRQIndex, vector: Int, _ masked: Bool) {
+        applyAndFlush { s in
+            let i = Int(index.rawValue)
+            guard vector < s.indexes[i].vectors.count else { return }
+            s.indexes[i].vectors[vector].masked = masked
+        }
+    }
+
+    /// Command register INTx Disable.
+    public func setINTxDisabled(_ disabled: Bool) {
+        applyAndFlush { $0.intxDisabled = disabled }
+    }
+
+    // MARK: SET_IRQS
+
+    /// Applies a SET_IRQS request (spec "VFIO_USER_DEVICE_SET_IRQS", kernel `vfio_pci_set_irqs_ioctl`
+    /// semantics, libvfio-user's validation). `fds` are the eventfds that came with the message.
+    /// Returns whether the MSI/MSI-X index changed from disabled to enabled or back, so that
+    /// `PCIFunction` can keep the config-space enable bit in step.
+    public func apply(_ request: SetIRQs, fds: [OwnedFileDescriptor]) throws(InterruptError) {
+        let flags = request.flags
+        guard flags.rawValue & ~0x3F == 0 else { throw .invalid("unknown SET_IRQS flags \(flags)") }
+        let dataType = flags.intersection(SetIRQsFlags.dataTypes)
+        let action = flags.intersection(SetIRQsFlags.actions)
+        guard dataType.rawValue.nonzeroBitCount == 1 else { throw .invalid("SET_IRQS needs exactly one DATA flag, got \(flags)") }
+        guard action.rawValue.nonzeroBitCount == 1 else { throw .invalid("SET_IRQS needs exactly one ACTION flag, got \(flags)") }
+        guard request.index.rawValue < IRQIndex.count else { throw .invalid("IRQ index \(request.index.rawValue) does not exist") }
+        guard Int(request.argsz) >= SetIRQs.fixedSize else { throw .invalid("SET_IRQS argsz \(request.argsz) is below 20") }
+        guard fds.isEmpty || dataType == .dataEventfd else { throw .invalid("SET_IRQS carries \(fds.count) fds without DATA_EVENTFD") }
+
+        let index = request.index
+        let i = Int(index.rawValue)
+        let size = state.withLock { $0.indexes[i].info.count }
+        let start = Int(request.start)
+        let count = Int(request.count)
+
+        if count == 0 {
+            // The only count-0 form: DATA_NONE|TRIGGER with start 0 disables the whole index.
+            guard dataType == .dataNone, action == .actionTrigger, start == 0 else {
+                throw .invalid("count 0 is only allowed with DATA_NONE|ACTION_TRIGGER and start 0")
+            }
+            disable(index)
+            return
+        }
+        guard size > 0 else { throw .invalid("IRQ index \(index) has no vectors on this device") }
+        guard start < size, count <= size - start else {
+            throw .invalid("vectors \(start)..<\(start + count) outside \(index)'s \(size)")
+        }
+        if index == .err || index == .req {
+            guard action == .actionTrigger else { throw .invalid("\(index) only accepts ACTION_TRIGGER") }
+        }
+        var selected = [Bool](repeating: true, count: count)
+        switch dataType {
+        case .dataBool:
+            guard request.data.count >= count, Int(request.argsz) >= SetIRQs.fixedSize + count else {
+                throw .invalid("DATA_BOOL needs \(count) bytes, got \(request.data.count)")
+            }
+            selected = request.data.prefix(count).map { $0 != 0 }
+        case .dataEventfd:
+            guard fds.isEmpty || fds.count == count else {
+                throw .invalid("DATA_EVENTFD with \(fds.count) fds for \(count) vectors")
+            }
+        default:
+            break
+        }
+
+        switch (action, dataType) {
+        case (.actionTrigger, .dataEventfd):
+            assign(index, start: start, fds: fds.isEmpty ? Array(repeating: nil, count: count) : fds.map { $0 })
+        case (.actionTrigger, _):
+            // DATA_NONE / DATA_BOOL: fire the selected vectors now (a loopback test of the path).
+            for (k, fire) in selected.enumerated() where fire { trigger(index, vector: start + k) }
+        case (.actionUnmask, .dataEventfd):
+            guard index == .intx else { throw .notImplemented("UNMASK with an eventfd on \(index)") }
+            setINTxUnmaskEventfd(fds.first)
+        case (.actionMask, .dataEventfd):
+            throw .notImplemented("MASK with an eventfd")
+        case (.actionMask, _), (.actionUnmask, _):
+            let masked = action == .actionMask
+            applyAndFlush { s in
+                for (k, hit) in selected.enumerated() where hit { s.indexes[i].vectors[start + k].masked = masked }
+            }
+        default:
+            throw .invalid("unsupported SET_IRQS form \(flags)")
+        }
+    }
+
+    /// Assigns (or, with nil, unassigns) trigger eventfds. Assigning an MSI/MSI-X eventfd enables
+    /// the index and unmasks the vector, as the host kernel does when vfio-pci requests the IRQ;
+    /// a pending interrupt is delivered at once.
+    private func assign(_ index: IRQIndex, start: Int, fds: [OwnedFileDescriptor?]) {
+        applyAndFlush { s in
+            let i = Int(index.rawValue)
+            for (k, fd) in fds.enumerated() {
+                s.indexes[i].vectors[start + k].trigger = fd
+                if fd != nil && (index == .msi || index == .msix) { s.indexes[i].vectors[start + k].masked = false }
+            }
+            if index == .msi || index == .msix { s.indexes[i].enabled = true }
+            if index == .intx && fds.first! == nil { s.indexes[i].vectors[0].masked = false }
+        }
+    }
+
+    /// Disables an index: every eventfd closed, masks and pending bits cleared, MSI/MSI-X off.
+    public func disable(_ index: IRQIndex) {
+        var unmaskFD: OwnedFileDescriptor?
+        state.withLock { s in
+            let i = Int(index.rawValue)
+            for n in s.indexes[i].vectors.indices { s.indexes[i].vectors[n] = Vector() }
+            if index == .msi || index == .msix {
+                s.indexes[i].enabled = false
+                s.indexes[i].functionMasked = false
+            }
+            if index == .intx {
+                unmaskFD = s.intxUnmaskEventfd
+                s.intxUnmaskEventfd = nil
+            }
+        }
+        if let unmaskFD { EventfdWatcher.shared.unwatch(unmaskFD) }
+    }
+
+    private func setINTxUnmaskEventfd(_ fd: OwnedFileDescriptor?) {
+        let old = state.withLock { s in
+            let old = s.intxUnmaskEventfd
+            s.intxUnmaskEventfd = fd
+            return old
+        }
+        if let old { EventfdWatcher.shared.unwatch(old) }
+        if let fd {
+            EventfdWatcher.shared.watch(fd) { [weak self] in
+                self?.setMasked(.intx, vector: 0, false)
+            }
+        }
+    }
+
+    /// Back to power-on: `closeEventfds` on a lost connection (the client is gone), otherwise
+    /// (DEVICE_RESET) the client's eventfds stay assigned and only the device-side state resets.
+    public func reset(closeEventfds: Bool) {
+        if closeEventfds {
+            for index in IRQIndex.all { disable(index) }
+        }
+        state.withLock { s in
+            s.intxLevel = false
+            s.intxDisabled = false
+            for i in s.indexes.indices {
+                s.indexes[i].functionMasked = false
+                if i == 1 || i == 2 { s.indexes[i].enabled = false }
+                for n in s.indexes[i].vectors.indices {
+                    s.indexes[i].vectors[n].pending = false
+                    s.indexes[i].vectors[n].masked = false
+                }
+            }
+        }
+    }
+}

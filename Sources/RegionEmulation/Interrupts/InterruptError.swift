@@ -1,0 +1,25 @@
+import SystemPackage
+import VfioUserProto
+
+/// A SET_IRQS request the interrupt engine refuses.
+public enum InterruptError: ErrnoConvertible, Equatable, CustomStringConvertible {
+    /// Malformed or out of range: EINVAL, as the kernel and libvfio-user answer.
+    case invalid(String)
+    /// A well-formed action this index does not implement: ENOTTY, the kernel's answer
+    /// (e.g. MASK with an eventfd).
+    case notImplemented(String)
+
+    public var errno: Errno {
+        switch self {
+        case .invalid: .invalidArgument
+        case .notImplemented: .inappropriateIOCTLForDevice
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .invalid(why): why
+        case let .notImplemented(what): "not implemented: \(what)"
+        }
+    }
+}
