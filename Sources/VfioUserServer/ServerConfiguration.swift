@@ -1,0 +1,37 @@
+import VfioUserProto
+
+/// What the server advertises in its VERSION reply and how it serves.
+public struct ServerConfiguration: Sendable {
+    /// fds the server accepts in one message. QEMU caps the value at 16 and, with fewer, splits
+    /// MSI-X eventfd lists into more SET_IRQS messages (fact sheet §1.4, §5.4).
+    public var maxMessageFDs = 16
+    /// Largest `count` of a region or DMA read/write (the spec's default, 1 MiB).
+    public var maxDataTransferSize = 1 << 20
+    /// Page sizes the DMA space supports: 4 KiB.
+    public var pageSizes: UInt64 = 4096
+    /// DMA mappings the server holds at most (the spec's default, which QEMU also uses).
+    public var maxDMAMaps = 65535
+    /// Offer REGION_WRITE_MULTI (15) to clients that propose `write_multiple`.
+    public var writeMultiple = true
+    /// The highest minor version this server speaks (VERSION replies min(client's, this)).
+    public var minorVersion: UInt16 = 2
+    /// Which DMA_READ/DMA_WRITE layout to use; `nil` chooses per client (see `DMATransferLayout.forClient`).
+    public var dmaLayout: DMATransferLayout?
+    /// Print one line per message in both directions.
+    public var trace = false
+    /// How long a server→client DMA message waits for its reply (QEMU's own default is 5 s).
+    public var dmaReplyTimeoutMilliseconds = 5000
+
+    public init() {}
+
+    /// Largest message the server accepts: a full data transfer plus the biggest fixed part.
+    public var maxMessageSize: Int { MessageHeader.size + 32 + maxDataTransferSize }
+}
+
+extension DMATransferLayout {
+    /// QEMU's client proposes `migration.max_bitmap_size`, a migration-v1 key no other client sends;
+    /// such a client gets QEMU's DMA_READ/WRITE layout, every other client the spec's.
+    public static func forClient(_ capabilities: VersionCapabilities) -> DMATransferLayout {
+        capabilities.migration?.maxBitmapSize != nil ? .qemu : .spec
+    }
+}

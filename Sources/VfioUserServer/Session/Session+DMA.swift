@@ -1,0 +1,45 @@
+import RegionEmulation
+import SystemPackage
+import VfioUserProto
+
+extension Session {
+    /// DMA_MAP: at most one fd (the memory to mmap); none means message-mode DMA. The reply is header-only.
+    func handleDMAMap(_ payload: UnsafeRawBufferPointer, fds: inout [OwnedFileDescriptor]) throws {
+        try requirePayload(payload, atLeast: DMAMapRequest.size, .dmaMap)
+        var reader = ByteReader(payload)
+        let request = try DMAMapRequest(decoding: &reader)
+        try requireArgsz(request.argsz, atLeast: DMAMapRequest.size, .dmaMap)
+        guard fds.count <= 1 else { throw SessionError.malformed("DMA_MAP with \(fds.count) fds") }
+        try device.dma.map(request, fd: fds.first)
+    }
+
+    /// DMA_UNMAP: exact match (or ALL). The reply echoes the request; it is sent only after device
+    /// models let go of every pin on the range. While waiting, replies to this server's own DMA
+    /// messages keep being routed, and client commands are set aside to be handled next, in order.
+    func handleDMAUnmap(_ payload: UnsafeRawBufferPointer) throws {
+        try requirePayload(payload, atLeast: DMAUnmapRequest.size, .dmaUnmap)
+        var reader = ByteReader(payload)
+        let request = try DMAUnmapRequest(decoding: &reader)
+        try requireArgsz(request.argsz, atLeast: DMAUnmapRequest.size, .dmaUnmap)
+        try device.dma.unmap(request, waitForRelease: { released in self.pumpUntil(released, milliseconds: 10_000) })
+        request.encode(into: &reply)
+    }
+
+    /// Keeps the socket serviced until `done` or the deadline: replies are routed to waiting device
+    /// threads, other messages are copied aside for later. Returns whether `done` became true.
+    func pumpUntil(_ done: () -> Bool, milliseconds: Int) -> Bool {
+        let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+        while !done() {
+            guard monotonicNanoseconds() < deadline else { return false }
+            guard (try? receiver.waitReadable(milliseconds: 1)) == true else { continue }
+            guard let message = try? receiver.receive() else { return done() }
+            if message.header.flags.isReply {
+                dmaChannel.deliver(message.header, message.payload)
+            } else {
+                deferred.append(DeferredMessage(header: message.header, payload: Array(message.payload), fds: message.fds,
+                                                fdsTruncated: message.fdsTruncated, isOversized: message.isOversized))
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,144 @@
+import RegionEmulation
+import SystemPackage
+import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Message-mode DMA for one session: DMA_READ / DMA_WRITE sent to the client on the session's
+/// socket, their replies routed back by message id.
+///
+/// Device threads call `read`/`write` and sleep until the session thread, the socket's only reader,
+/// delivers the reply, so server requests and the client's own commands never tangle. A call from
+/// the session thread itself is refused (EDEADLK): QEMU serves these requests from its main loop
+/// while a vCPU waiting on a reply holds the big lock, so a reply that waits on a DMA message
+/// would deadlock it until its 5-second timeout.
+final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All mutable state under `lock`.
+    private let sender: MessageSender
+    private let lock = ConditionLock()
+    private let timeoutMilliseconds: Int
+    private var pending: [UInt16: Pending] = [:]
+    private var nextID: UInt16 = 0
+    private var closed = false
+    private var _layout: DMATransferLayout = .spec
+    private var _maxTransferSize = 1 << 20
+    var sessionThread: pthread_t?
+
+    private final class Pending {
+        var reply: (MessageHeader, [UInt8])?
+    }
+
+    init(sender: MessageSender, timeoutMilliseconds: Int) {
+        self.sender = sender
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    func configure(layout: DMATransferLayout, maxTransferSize: Int) {
+        lock.withLock {
+            _layout = layout
+            _maxTransferSize = maxTransferSize
+        }
+    }
+
+    var layout: DMATransferLayout { lock.withLock { _layout } }
+    var maxTransferSize: Int { lock.withLock { _maxTransferSize } }
+
+    func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
+        let layout = self.layout
+        let (header, payload) = try exchange(.dmaRead, address: address, count: buffer.count, data: nil)
+        // QEMU: data at payload offset 12 (its struct is 32 bytes with tail padding); spec: at 16.
+        let dataOffset = layout.fixedSize
+        guard payload.count >= dataOffset + buffer.count else {
+            throw .channel(.ioError, "DMA_READ reply #\(header.id) has \(payload.count) payload bytes for \(buffer.count)")
+        }
+        try checkEcho(payload, address: address, count: buffer.count, layout: layout)
+        payload.withUnsafeBytes { raw in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataOffset ..< dataOffset + buffer.count]))
+        }
+    }
+
+    func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
+        let layout = self.layout
+        let (_, payload) = try exchange(.dmaWrite, address: address, count: data.count, data: data)
+        // QEMU answers header-only; the spec's reply echoes address and count.
+        if layout == .spec { try checkEcho(payload, address: address, count: data.count, layout: layout) }
+    }
+
+    private func checkEcho(_ payload: [UInt8], address: UInt64, count: Int, layout: DMATransferLayout) throws(DMAError) {
+        let echo: DMATransferHeader? = payload.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            return try? DMATransferHeader(decoding: &reader, layout: layout)
+        }
+        guard let echo, echo.address == address, echo.count == UInt64(count) else {
+            throw .channel(.ioError, "DMA reply does not echo address 0x\(String(address, radix: 16)) count \(count)")
+        }
+    }
+
+    /// Sends one request and waits for its reply.
+    private func exchange(_ command: Command, address: UInt64, count: Int,
+                          data: UnsafeRawBufferPointer?) throws(DMAError) -> (MessageHeader, [UInt8]) {
+        if let sessionThread, pthread_equal(sessionThread, pthread_self()) != 0 {
+            throw .channel(Errno(rawValue: EDEADLK), "message-mode DMA from the session thread")
+        }
+        let layout = self.layout
+        let entry = Pending()
+        let id: UInt16 = try lock.withLock { () throws(DMAError) in
+            guard !closed else { throw .channel(.socketNotConnected, "client gone") }
+            nextID &+= 1
+            pending[nextID] = entry
+            return nextID
+        }
+        var writer = ByteWriter(capacity: 64 + (data?.count ?? 0))
+        // QEMU checks `size >= sizeof(VFIOUserDMARW)` (32) and, for a write, `count <= size - 32`:
+        // its layout carries 4 bytes of tail padding after the data.
+        let padding = layout == .qemu ? 4 : 0
+        let payloadSize = layout.fixedSize + (data?.count ?? 0) + padding
+        MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size + payloadSize)).encode(into: &writer)
+        DMATransferHeader(address: address, count: UInt64(count)).encode(into: &writer, layout: layout)
+        if let data { writer.write(data) }
+        writer.writeZeros(padding)
+        do {
+            try sender.send(writer.bytes)
+        } catch {
+            _ = lock.withLock { pending.removeValue(forKey: id) }
+            throw .channel(error.errno, "\(error)")
+        }
+        let reply: (MessageHeader, [UInt8])? = lock.withLock {
+            let deadline = monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+            while entry.reply == nil && !closed {
+                let now = monotonicNanoseconds()
+                if now >= deadline { break }
+                lock.wait(milliseconds: Int((deadline - now) / 1_000_000) + 1)
+            }
+            pending.removeValue(forKey: id)
+            return entry.reply
+        }
+        guard let reply else {
+            throw .channel(closed ? .socketNotConnected : .timedOut, "no reply to \(command) #\(id)")
+        }
+        if reply.0.flags.contains(.error) {
+            throw .channel(Errno(rawValue: CInt(bitPattern: reply.0.error)), "client refused \(command) #\(id)")
+        }
+        return reply
+    }
+
+    /// Called by the session thread with a reply it read.
+    func deliver(_ header: MessageHeader, _ payload: UnsafeRawBufferPointer) {
+        lock.withLock {
+            guard let entry = pending[header.id], header.command == .dmaRead || header.command == .dmaWrite else {
+                ServerLog.warning("unexpected reply #\(header.id) \(header.command) from the client, dropped")
+                return
+            }
+            entry.reply = (header, Array(payload))
+            lock.broadcast()
+        }
+    }
+
+    /// The client went away: every waiter fails with ENOTCONN.
+    func close() {
+        lock.withLock {
+            closed = true
+            lock.broadcast()
+        }
+    }
+}
