@@ -1,0 +1,97 @@
+# Shared harness for the end-to-end tests: a real QEMU (>= 10.1.1, from Debian trixie-backports in a
+# chroot, see qemu-root.sh), a Linux guest under TCG, and the server built by `swift build`.
+# Source it; then call e2e_setup NAME, server_start, e2e_boot, and the check helpers.
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+SERVER_BIN=${SERVER_BIN:-$REPO/.build/debug/vfio-user-server}
+E2E_TIMEOUT=${E2E_TIMEOUT:-180}
+
+log() { printf '[e2e %s] %s\n' "${E2E_NAME:-}" "$*" >&2; }
+fail() { log "FAIL: $*"; [ -n "${work:-}" ] && [ -f "$work/console.log" ] && tail -n 40 "$work/console.log" >&2; exit 1; }
+
+# e2e_setup NAME: the QEMU tree, a scratch directory inside it (so QEMU in the chroot sees the
+# sockets at $guest_dir), /dev and /proc mounted into it, and cleanup on exit.
+e2e_setup() {
+  E2E_NAME=$1
+  ROOT=$("$E2E_DIR/qemu-root.sh")
+  [ -x "$SERVER_BIN" ] || fail "no server binary at $SERVER_BIN (run swift build)"
+  guest_dir=/run/e2e-$E2E_NAME-$$
+  work=$ROOT$guest_dir
+  mkdir -p "$work"
+  mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
+  mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+  server_pids=()
+  trap e2e_cleanup EXIT
+  KERNEL=$(cd "$ROOT" && ls boot/vmlinuz-* | head -1)
+  KVERSION=${KERNEL#boot/vmlinuz-}
+}
+
+e2e_cleanup() {
+  for pid in "${server_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ -n "${E2E_KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
+}
+
+# server_start SOCKETNAME ARGS...: starts the server on $work/SOCKETNAME, waits for the socket.
+server_start() {
+  local name=$1; shift
+  "$SERVER_BIN" "$@" --socket-path "$work/$name" >"$work/server-$name.log" 2>&1 &
+  server_pids+=($!)
+  for _ in $(seq 100); do [ -S "$work/$name" ] && return 0; sleep 0.1; done
+  cat "$work/server-$name.log" >&2
+  fail "server did not listen on $name"
+}
+
+# server_stop: SIGTERM every server; each must exit 0 and remove its socket.
+server_stop() {
+  local pid
+  for pid in "${server_pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || fail "server $pid already gone"
+    wait "$pid" || fail "server $pid exited with status $? after SIGTERM"
+  done
+  server_pids=()
+  if ls "$work"/*.sock >/dev/null 2>&1; then fail "socket files left behind: $(ls "$work"/*.sock)"; fi
+}
+
+# device_json SOCKETNAME: the -device argument that attaches it.
+device_json() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s/%s"}}' "$guest_dir" "$1"; }
+
+# e2e_initramfs: busybox, the guest test scripts, and the kernel modules the tests load (xz-unpacked:
+# busybox insmod cannot read .ko.xz).
+e2e_initramfs() {
+  local stage=$work/initramfs
+  rm -rf "$stage"; mkdir -p "$stage"/{bin,dev,proc,sys,tmp,tests,modules}
+  cp "$(command -v busybox)" "$stage/bin/busybox"
+  cp "$E2E_DIR/guest/init" "$stage/init"
+  cp "$E2E_DIR"/guest/*.sh "$stage/tests/"
+  chmod +x "$stage/init" "$stage"/tests/*.sh
+  local module
+  for module in net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+    local path=$ROOT/lib/modules/$KVERSION/kernel/$module.ko.xz
+    [ -f "$path" ] && xz -dc "$path" > "$stage/modules/$(basename "$module").ko"
+  done
+  (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"
+}
+
+# e2e_boot TEST [QEMU ARGS...]: boots the guest running guest/TEST.sh; console in $work/console.log.
+# MEMORY=memfd (default) gives fd-backed RAM (DMA by mmap); MEMORY=anon plain RAM (DMA by messages).
+e2e_boot() {
+  local test=$1; shift
+  [ -f "$work/initrd.gz" ] || e2e_initramfs
+  local memory=(-object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem)
+  [ "${MEMORY:-memfd}" = anon ] && memory=()
+  log "booting guest for $test (memory ${MEMORY:-memfd})"
+  local status=0
+  timeout "$E2E_TIMEOUT" chroot "$ROOT" qemu-system-x86_64 \
+    -machine pc -accel tcg -m 256M "${memory[@]}" -nodefaults -nographic -serial stdio -no-reboot \
+    -kernel "/$KERNEL" -initrd "$guest_dir/initrd.gz" \
+    -append "console=ttyS0 quiet 8250.nr_uarts=16 panic=-1 e2e=$test ${GUEST_ARGS:-}" \
+    "$@" >"$work/console.log" 2>&1 || status=$?
+  [ $status -eq 124 ] && fail "guest did not finish within ${E2E_TIMEOUT}s"
+  grep -q "E2E-DONE" "$work/console.log" || fail "guest did not reach the end of $test (QEMU status $status)"
+}
+
+# expect PATTERN WHAT: the console must contain a line matching PATTERN (extended regex).
+expect() { grep -Eq "$1" "$work/console.log" || fail "$2 (no line matching /$1/)"; log "ok: $2"; }
+console_value() { sed -n "s/^$1 //p" "$work/console.log" | tr -d '\r' | head -1; }
