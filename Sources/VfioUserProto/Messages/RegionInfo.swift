@@ -6,19 +6,18 @@ public struct RegionInfo: Equatable, Sendable {
     public var argsz: UInt32
     public var flags: RegionInfoFlags
     public var index: RegionIndex
-    /// Offset of the first capability from the start of this struct; 0 when there is none.
-    public var capOffset: UInt32
     public var size: UInt64
     /// mmap offset in the region's fd, and the base of sparse-mmap areas.
     public var offset: UInt64
+    /// The capability chain. The CAPS flag and `cap_offset` on the wire are derived from it: CAPS is
+    /// set, and the chain starts right after the struct, exactly when it is not empty.
     public var capabilities: [RegionInfoCapability]
 
     public init(argsz: UInt32 = UInt32(RegionInfo.size), flags: RegionInfoFlags = [], index: RegionIndex,
-                capOffset: UInt32 = 0, size: UInt64 = 0, offset: UInt64 = 0, capabilities: [RegionInfoCapability] = []) {
+                size: UInt64 = 0, offset: UInt64 = 0, capabilities: [RegionInfoCapability] = []) {
         self.argsz = argsz
-        self.flags = flags
+        self.flags = flags.subtracting(.caps)
         self.index = index
-        self.capOffset = capOffset
         self.size = size
         self.offset = offset
         self.capabilities = capabilities
@@ -28,13 +27,14 @@ public struct RegionInfo: Equatable, Sendable {
     public init(decoding reader: inout ByteReader) throws(ProtocolError) {
         let base = reader.position
         argsz = try reader.read()
-        flags = RegionInfoFlags(rawValue: try reader.read())
+        let wireFlags = RegionInfoFlags(rawValue: try reader.read())
+        flags = wireFlags.subtracting(.caps)
         index = RegionIndex(rawValue: try reader.read())
-        capOffset = try reader.read()
+        let capOffset: UInt32 = try reader.read()
         size = try reader.read()
         offset = try reader.read()
         capabilities = []
-        guard flags.contains(.caps), capOffset != 0 else { return }
+        guard wireFlags.contains(.caps), capOffset != 0 else { return }
         let whole = reader.buffer
         var next = Int(capOffset)
         var seen = 0
@@ -55,7 +55,7 @@ public struct RegionInfo: Equatable, Sendable {
     /// The size of the struct plus its capability chain.
     public var fullSize: Int { RegionInfo.size + capabilities.reduce(0) { $0 + $1.encodedSize } }
 
-    /// Encodes the struct and its chain; `capOffset` and the CAPS flag are derived from `capabilities`.
+    /// Encodes the struct and its chain, with CAPS and `cap_offset` derived from `capabilities`.
     public func encode(into writer: inout ByteWriter) {
         let base = writer.count
         writer.write(argsz)

@@ -114,9 +114,12 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
             }
             try dispatch(header, payload, &fds)
         } catch {
+            fds.removeAll() // close them before the client hears back
             respondWithError(header, error)
             return
         }
+        // Handlers kept (retained) the fds they use; the rest close here, before the reply.
+        fds.removeAll()
         guard !header.flags.contains(.noReply) else { return }
         let size = UInt32(reply.count)
         reply.patch(header.id, at: 0)

@@ -1,0 +1,90 @@
+import MttyDevice
+import RegionEmulation
+import SystemPackage
+import Testing
+import VfioUserProto
+import VfioUserServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Session life cycle")
+struct SessionLifecycleTests {
+    @Test func disconnectResetsTheDeviceAndTheNextClientAttaches() throws {
+        let server = try TestServer()
+        do {
+            let client = try server.attach()
+            let eventfd = try OwnedFileDescriptor.eventfd()
+            try client.setIRQs(.intx, [.dataEventfd, .actionTrigger], fds: [eventfd.descriptor])
+            try client.write(.bar0, offset: 7, value: UInt8(0xEE))
+            try client.write(.config, offset: 0x3C, value: UInt8(10))
+            #expect(server.device.function.interrupts.assignedEventfdCount == 1)
+        }
+        server.waitDetached()
+        #expect(server.device.function.interrupts.assignedEventfdCount == 0)
+        let next = try server.attach()
+        #expect(try next.read(.bar0, offset: 7, as: UInt8.self) == 0)
+        #expect(try next.read(.config, offset: 0x3C, as: UInt8.self) == 0)
+        #expect(server.endpoint.sessionsServed == 2)
+    }
+
+    @Test func aSecondClientIsRefusedWithEBUSYAndTheFirstIsUndisturbed() throws {
+        let server = try TestServer()
+        let first = try server.attach()
+        try first.write(.bar0, offset: 7, value: UInt8(0x42))
+        let second = try server.connect()
+        expectErrno(.resourceBusy) { try second.negotiate() }
+        #expect(connectionClosed(second))
+        #expect(try first.read(.bar0, offset: 7, as: UInt8.self) == 0x42)
+        #expect(server.endpoint.clientsRefused == 1)
+    }
+
+    @Test func socketFileIsPrivateAndRemovedOnStop() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/s.sock"
+        let endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: MttyDevice(ports: 1)),
+                                          configuration: ServerConfiguration(), name: "t")
+        var status = stat()
+        #expect(stat(path, &status) == 0)
+        #expect(status.st_mode & 0o777 == 0o600)
+        endpoint.start()
+        endpoint.stop()
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func aStaleSocketIsReplacedButALiveOneIsNot() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/s.sock"
+        do { _ = try UnixSocket.listen(path: path) } // listener closed: the file stays, stale
+        let endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: MttyDevice(ports: 1)),
+                                          configuration: ServerConfiguration(), name: "t")
+        endpoint.start()
+        #expect(throws: TransportError.self) {
+            try DeviceEndpoint(path: path, device: EmulatedDevice(model: MttyDevice(ports: 1)), configuration: ServerConfiguration(), name: "u")
+        }
+        endpoint.stop()
+    }
+
+    @Test func fdsSentWithAnyMessageAreClosedAndReconnectLeavesNoneBehind() throws {
+        let server = try ServerProcess()
+        let baseline = server.openFDCount
+        #expect(baseline > 0)
+        for _ in 0..<3 {
+            let client = try VfioUserClient(path: server.path)
+            try client.negotiate()
+            let eventfds = try (0..<4).map { _ in try OwnedFileDescriptor.eventfd() }
+            try client.setIRQs(.intx, [.dataEventfd, .actionTrigger], fds: [eventfds[0].descriptor])
+            try client.setIRQs(.err, [.dataEventfd, .actionTrigger], fds: [eventfds[1].descriptor])
+            expectErrno(.invalidArgument) {
+                try client.request(.regionRead, payload: le(UInt64(0)) + le(UInt32(7)) + le(UInt32(2)), fds: [eventfds[2].descriptor])
+            }
+            expectErrno(.invalidArgument) {
+                try client.setIRQs(.intx, [.dataNone, .actionUnmask], fds: [eventfds[3].descriptor])
+            }
+            #expect(server.openFDCount == baseline + 3, "the connection and the two assigned eventfds, nothing else")
+            UnixSocket.shutdown(client.socket)
+            #expect(server.waitForFDCount(baseline) == baseline, "all closed once the client is gone")
+        }
+        #expect(server.terminate() == 0)
+    }
+}

@@ -1,0 +1,160 @@
+import MttyDevice
+import RegionEmulation
+import SystemPackage
+import Testing
+import VfioUserProto
+import VfioUserServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A private directory for sockets, removed with its contents.
+final class TemporaryDirectory {
+    let path: String
+
+    init() {
+        var template = Array("/tmp/vfio-user-test.XXXXXX".utf8CString)
+        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    }
+
+    deinit {
+        if let directory = opendir(path) {
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                if name != "." && name != ".." { unlink("\(path)/\(name)") }
+            }
+            closedir(directory)
+        }
+        rmdir(path)
+    }
+}
+
+/// A device served in this process on a fresh socket, for conformance tests.
+final class TestServer {
+    let directory = TemporaryDirectory()
+    let path: String
+    let endpoint: DeviceEndpoint
+
+    init(model: DeviceModel = MttyDevice(ports: 2), configuration: ServerConfiguration = ServerConfiguration()) throws {
+        path = directory.path + "/device.sock"
+        endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: model), configuration: configuration, name: "test")
+        endpoint.start()
+    }
+
+    deinit { endpoint.stop() }
+
+    var device: EmulatedDevice { endpoint.device }
+
+    func connect() throws -> VfioUserClient { try VfioUserClient(path: path) }
+
+    /// Connected and negotiated with QEMU's capabilities.
+    func attach() throws -> VfioUserClient {
+        let client = try connect()
+        try client.negotiate()
+        return client
+    }
+
+    /// Waits until the server noticed a disconnect (it resets the device on its session thread).
+    func waitDetached() { _ = endpoint.waitUntilDetached(milliseconds: 5000) }
+}
+
+/// Expects a client call to fail with an error reply carrying `errno`.
+func expectErrno<T>(_ errno: Errno, _ sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> T) {
+    do {
+        _ = try body()
+        Issue.record("expected \(errno.name), the request succeeded", sourceLocation: sourceLocation)
+    } catch let ClientError.errorReply(_, got) {
+        #expect(got == errno, "expected \(errno.name), got \(got.name)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(errno.name), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Whether the server closed the connection: the next read sees end of stream.
+func connectionClosed(_ client: VfioUserClient) -> Bool {
+    var byte: UInt8 = 0
+    var poller = pollfd(fd: client.socket.rawValue, events: Int16(POLLIN), revents: 0)
+    guard poll(&poller, 1, 2000) == 1 else { return false }
+    return recv(client.socket.rawValue, &byte, 1, CInt(MSG_DONTWAIT)) == 0
+}
+
+func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+
+/// A header plus payload, for hand-made (and malformed) messages.
+func rawMessage(id: UInt16, command: UInt16, payload: [UInt8], flags: UInt32 = 0, size: UInt32? = nil) -> [UInt8] {
+    le(id) + le(command) + le(size ?? UInt32(16 + payload.count)) + le(flags) + le(UInt32(0)) + payload
+}
+
+/// The eventfd's counter, read without blocking (0 when it was not signalled).
+func fired(_ eventfd: OwnedFileDescriptor, waitingMilliseconds: Int32 = 0) -> UInt64 {
+    if waitingMilliseconds > 0 {
+        var poller = pollfd(fd: eventfd.rawValue, events: Int16(POLLIN), revents: 0)
+        _ = poll(&poller, 1, waitingMilliseconds)
+    }
+    return ((try? eventfd.readEventfd()) ?? nil) ?? 0
+}
+
+/// The server executable next to the test bundle, run as its own process (fd counting needs a
+/// process of its own: the tests run in parallel in this one).
+final class ServerProcess {
+    let directory = TemporaryDirectory()
+    let path: String
+    let pid: pid_t
+    private var reaped = false
+
+    init(arguments: [String] = ["--type", "mtty-2"]) throws {
+        path = directory.path + "/device.sock"
+        var exe = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &exe, exe.count - 1)
+        let testBinary = String(decoding: exe.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var binDirectory = testBinary
+        while !binDirectory.isEmpty && !binDirectory.hasSuffix("/debug") && !binDirectory.hasSuffix("/release") {
+            binDirectory = String(binDirectory[..<(binDirectory.lastIndex(of: "/") ?? binDirectory.startIndex)])
+        }
+        let server = binDirectory + "/vfio-user-server"
+        let argv = [server] + arguments + ["--socket-path", path]
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var spawned: pid_t = 0
+        let result = posix_spawn(&spawned, server, &actions, nil, &cArguments, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        guard result == 0 else { throw Errno(rawValue: result) }
+        pid = spawned
+        for _ in 0..<200 where access(path, F_OK) != 0 { usleep(20_000) }
+    }
+
+    deinit { _ = terminate() }
+
+    /// Open fds of the server process.
+    var openFDCount: Int {
+        guard let directory = opendir("/proc/\(pid)/fd") else { return -1 }
+        defer { closedir(directory) }
+        var count = 0
+        while readdir(directory) != nil { count += 1 }
+        return count - 2
+    }
+
+    /// Polls until the fd count settles at `expected` (the session thread cleans up asynchronously).
+    func waitForFDCount(_ expected: Int) -> Int {
+        var count = openFDCount
+        for _ in 0..<100 where count != expected {
+            usleep(20_000)
+            count = openFDCount
+        }
+        return count
+    }
+
+    /// SIGTERM; returns the exit status.
+    func terminate() -> CInt {
+        guard !reaped else { return 0 }
+        reaped = true
+        kill(pid, SIGTERM)
+        var status: CInt = 0
+        waitpid(pid, &status, 0)
+        return status
+    }
+}
