@@ -23,6 +23,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     public let maxMappings: Int
     private let lock = ConditionLock()
     private var table = SortedChunkMap<DMAMapping>()
+    private var fileMappings = FileMappings()
     private var channel: DMAMessageChannel?
     private var observers: [Int: @Sendable (UInt64, UInt64) -> Void] = [:]
     private var nextObserver = 0
@@ -33,8 +34,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     // MARK: The client side: DMA_MAP / DMA_UNMAP
 
-    /// Records a mapping. With an fd, the range is mmapped (MAP_SHARED, the fd offset rounded down to
-    /// a page, protection from READ/WRITE); without one it is a message-mode region.
+    /// Records a mapping. With an fd, the range is reachable through an mmap of it (MAP_SHARED,
+    /// protection from READ/WRITE: the whole file, shared by every mapping into it, see
+    /// `FileMappings`; for other mmap-able fds the range with its offset rounded down to a page);
+    /// without an fd it is a message-mode region.
     ///
     /// An exact repeat of an existing mapping (same range, flags and file position) succeeds and
     /// changes nothing, as libvfio-user does; any other overlap is EEXIST.
@@ -56,20 +59,29 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             var status = stat()
             guard fstat(fd.rawValue, &status) == 0 else { throw .mapFailed(Errno(rawValue: errno)) }
             identity = .init(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
-            if status.st_mode & S_IFMT == S_IFREG, request.offset + request.size > UInt64(status.st_size) {
+            let isRegular = status.st_mode & S_IFMT == S_IFREG
+            if isRegular, request.offset + request.size > UInt64(status.st_size) {
                 // Touching pages past the end of a file raises SIGBUS: refuse up front.
                 throw .invalid("DMA_MAP range ends at \(request.offset + request.size), past the fd's \(status.st_size) bytes")
             }
             guard request.size <= UInt64(Int.max / 2) else { throw .invalid("DMA_MAP size too large") }
-            if let existing = duplicate(of: request, identity: identity) { _ = existing; return }
+            if duplicate(of: request, identity: identity) != nil { return }
             try checkCapacityAndOverlap(request.address, lastByte)
-            let alignedOffset = request.offset & ~UInt64(Self.pageSize - 1)
-            memoryOffset = Int(request.offset - alignedOffset)
-            let length = (memoryOffset + Int(request.size) + Self.pageSize - 1) & ~(Self.pageSize - 1)
             let protection = (request.flags.contains(.read) ? PROT_READ : 0) | (request.flags.contains(.write) ? PROT_WRITE : 0)
-            let base = mmap(nil, length, protection, MAP_SHARED, fd.rawValue, off_t(Int64(bitPattern: alignedOffset)))
-            guard let base, base != MAP_FAILED else { throw .mapFailed(Errno(rawValue: errno)) }
-            memory = MappedMemory(base: base, length: length)
+            if isRegular {
+                // Regular files (memfd, hugetlbfs, /dev/shm): one shared mmap per file.
+                let key = FileMappings.Key(device: identity!.device, inode: identity!.inode, protection: protection)
+                memory = try lock.withLock { () throws(DMAError) in
+                    try fileMappings.memory(for: key, fd: fd, fileSize: UInt64(status.st_size), end: request.offset + request.size)
+                }
+                memoryOffset = Int(request.offset)
+            } else {
+                // Anything else mmap-able gets its own mapping of just this range.
+                let alignedOffset = request.offset & ~UInt64(Self.pageSize - 1)
+                memoryOffset = Int(request.offset - alignedOffset)
+                let length = (memoryOffset + Int(request.size) + Self.pageSize - 1) & ~(Self.pageSize - 1)
+                memory = try MappedMemory.map(fd: fd, offset: alignedOffset, length: length, protection: protection)
+            }
         } else {
             if duplicate(of: request, identity: nil) != nil { return }
             try checkCapacityAndOverlap(request.address, lastByte)
