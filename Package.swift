@@ -50,12 +50,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto"], swiftSettings: strict),
+        // Helpers shared by the test targets: threads, temporary directories, memfd-backed memory.
+        .target(name: "TestSupport", dependencies: ["VfioUserProto", "CLinux"], path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(
             name: "ServerConformanceTests",
-            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice"],
+            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "TestSupport"],
             swiftSettings: strict
         ),
     ]

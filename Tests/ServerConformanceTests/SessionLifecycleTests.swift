@@ -2,6 +2,7 @@ import MttyDevice
 import RegionEmulation
 import SystemPackage
 import Testing
+import TestSupport
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)

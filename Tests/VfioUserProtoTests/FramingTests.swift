@@ -1,5 +1,6 @@
 import SystemPackage
 import Testing
+import TestSupport
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -90,26 +91,6 @@ struct FramingTests {
         let clean = MessageReceiver(socket: d.descriptor, maxMessageSize: 1024)
         UnixSocket.shutdown(c)
         #expect(try clean.receive() == nil)
-    }
-}
-
-/// A joinable thread for tests.
-final class Thread: @unchecked Sendable { // The done flag is guarded by the lock.
-    private let lock = ConditionLock()
-    private var done = false
-
-    init(_ body: @escaping @Sendable () -> Void) {
-        spawnThread(name: "test") { [self] in
-            body()
-            lock.withLock {
-                done = true
-                lock.broadcast()
-            }
-        }
-    }
-
-    func join() {
-        lock.withLock { while !done { lock.wait() } }
     }
 }
 

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # End to end: QEMU attaches an mtty-2 served by vfio-user-server; the Linux guest's 8250 driver
 # binds two 16550A ports at the two I/O BARs and loops bytes through each (interrupt-driven: INTx).
+# MEMORY=anon runs it with plain guest RAM: QEMU's DMA maps then carry no fd (message mode).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-e2e_setup mtty
-server_start mtty.sock --type mtty-2
+e2e_setup "mtty-${MEMORY:-memfd}"
+server_start mtty.sock --type mtty-2 --trace
 e2e_boot mtty -device "$(device_json mtty.sock)"
+
+maps=$(grep -c "→ #[0-9]* DMA_MAP " "$work/server-mtty.sock.log" || true)
+with_fd=$(grep "→ #[0-9]* DMA_MAP " "$work/server-mtty.sock.log" | grep -c "fds=1" || true)
+[ "$maps" -gt 0 ] || fail "QEMU sent no DMA_MAP"
+if [ "${MEMORY:-memfd}" = anon ]; then expected_fd=0; else expected_fd=1; fi
+if [ "$expected_fd" = 1 ]; then [ "$with_fd" -gt 0 ] || fail "memfd RAM but no DMA_MAP carried an fd"
+else [ "$with_fd" -eq 0 ] || fail "anonymous RAM but $with_fd DMA_MAPs carried an fd"; fi
+! grep -q "DMA_MAP reply error" "$work/server-mtty.sock.log" || fail "a DMA_MAP was refused"
+log "ok: QEMU mapped guest memory with $maps DMA_MAPs ($with_fd with an fd), all accepted"
 
 expect '^E2E-DEVICE vendor=0x4348 device=0x3253 class=0x070002 subsystem=0x4348:0x3253 revision=0x10' \
   "the guest sees 4348:3253 class 0x070002 rev 0x10"

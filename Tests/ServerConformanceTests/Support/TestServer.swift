@@ -2,32 +2,12 @@ import MttyDevice
 import RegionEmulation
 import SystemPackage
 import Testing
+import TestSupport
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A private directory for sockets, removed with its contents.
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/vfio-user-test.XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-    }
-
-    deinit {
-        if let directory = opendir(path) {
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name != "." && name != ".." { unlink("\(path)/\(name)") }
-            }
-            closedir(directory)
-        }
-        rmdir(path)
-    }
-}
 
 /// A device served in this process on a fresh socket, for conformance tests.
 final class TestServer {

@@ -1,0 +1,265 @@
+import RegionEmulation
+import SystemPackage
+import Testing
+import TestSupport
+import VfioUserProto
+import VfioUserServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("DMA map, unmap and translation")
+struct DMATests {
+    static let iova: UInt64 = 0x1_0000_0000
+
+    func setUp(memory: Int = 1 << 20) throws -> (TestServer, VfioUserClient, Memfd) {
+        let server = try TestServer(model: CopyEngineDevice())
+        let client = try server.attach()
+        return (server, client, try Memfd(size: memory))
+    }
+
+    @Test func deviceWritesLandInTheClientsMemoryAndTheReverse() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 1 << 20), fd: memory.fd.descriptor)
+        let dma = server.device.dma
+        try Array("from the device".utf8).withUnsafeBytes { try dma.write(Self.iova + 0x100, from: $0) }
+        #expect(memory.read(0x100, 15) == Array("from the device".utf8))
+        memory.write(0x8000, Array("from the client".utf8))
+        var seen = [UInt8](repeating: 0, count: 15)
+        try seen.withUnsafeMutableBytes { try dma.read(Self.iova + 0x8000, into: $0) }
+        #expect(seen == Array("from the client".utf8))
+    }
+
+    @Test func aPinGivesHostBuffersTheDeviceUsesDirectly() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 1 << 20), fd: memory.fd.descriptor)
+        let pin = try server.device.dma.pin(Self.iova + 0x2000, length: 64, access: [.read, .write])
+        #expect(pin.segments.count == 1 && pin.length == 64)
+        pin.segments[0].storeBytes(of: UInt64(0x1122_3344_5566_7788).littleEndian, as: UInt64.self)
+        #expect(memory.read(0x2000, 8) == [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11])
+        pin.release()
+    }
+
+    @Test func anUnalignedFileOffsetIsHonoured() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0x1800, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        try [UInt8(0xAB)].withUnsafeBytes { try server.device.dma.write(Self.iova, from: $0) }
+        #expect(memory.read(0x1800, 1) == [0xAB])
+    }
+
+    @Test func aPinMaySpanAdjacentMappings() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0x10000, address: Self.iova + 0x1000, size: 0x1000), fd: memory.fd.descriptor)
+        let pin = try server.device.dma.pin(Self.iova + 0x1000 - 8, length: 16, access: .write)
+        #expect(pin.segments.map(\.count) == [8, 8])
+        for segment in pin.segments { segment.initializeMemory(as: UInt8.self, repeating: 0x5A) }
+        #expect(memory.read(0x1000 - 8, 8) == Array(repeating: 0x5A, count: 8))
+        #expect(memory.read(0x10000, 8) == Array(repeating: 0x5A, count: 8))
+        #expect(memory.read(0x1000, 8) == Array(repeating: 0, count: 8))
+        pin.release()
+    }
+
+    @Test func pinsFailCleanlyWithTypedErrors() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova + 0x10000, size: 0x1000))
+        let dma = server.device.dma
+        #expect(throws: DMAError.notMapped(Self.iova + 0x5000)) { try dma.pin(Self.iova + 0x5000, length: 8, access: .read) }
+        #expect(throws: DMAError.accessDenied(address: Self.iova, write: true)) { try dma.pin(Self.iova, length: 8, access: .write) }
+        #expect(throws: DMAError.messageMode(Self.iova + 0x10000)) { try dma.pin(Self.iova + 0x10000, length: 8, access: .read) }
+        #expect(throws: DMAError.notMapped(Self.iova + 0x1000)) { try dma.pin(Self.iova + 0xFF8, length: 16, access: .read) }
+        try client.dmaUnmap(DMAUnmapRequest(address: Self.iova, size: 0x1000))
+        #expect(throws: DMAError.notMapped(Self.iova)) { try dma.pin(Self.iova, length: 8, access: .read) }
+    }
+
+    @Test func unmapMustMatchExactlyAndEchoesTheRequest() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x4000), fd: memory.fd.descriptor)
+        expectErrno(.noSuchFileOrDirectory) { try client.dmaUnmap(DMAUnmapRequest(address: Self.iova, size: 0x1000)) }
+        expectErrno(.noSuchFileOrDirectory) { try client.dmaUnmap(DMAUnmapRequest(address: Self.iova + 0x1000, size: 0x3000)) }
+        let request = DMAUnmapRequest(address: Self.iova, size: 0x4000)
+        #expect(try client.dmaUnmap(request) == request)
+        #expect(server.device.dma.mappingCount == 0)
+    }
+
+    @Test func overlapsAreEEXISTAndAnExactRepeatIsAccepted() throws {
+        let (server, client, memory) = try setUp()
+        let map = DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova + 0x2000, size: 0x2000)
+        try client.dmaMap(map, fd: memory.fd.descriptor)
+        for (address, size) in [(Self.iova + 0x1000, UInt64(0x2000)), (Self.iova + 0x3000, UInt64(0x2000)),
+                                (Self.iova + 0x2800, UInt64(0x100)), (Self.iova, UInt64(0x10000))] {
+            expectErrno(.fileExists) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: address, size: size), fd: memory.fd.descriptor) }
+        }
+        try client.dmaMap(map, fd: memory.fd.descriptor) // same range, flags and file position: a no-op
+        try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: Self.iova + 0x4000, size: 0x1000), fd: memory.fd.descriptor)
+        #expect(server.device.dma.mappingCount == 2)
+    }
+
+    @Test func unmapAllRemovesEverything() throws {
+        let (server, client, memory) = try setUp()
+        for i in 0..<10 {
+            try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: UInt64(i) * 0x1000, address: Self.iova + UInt64(i) * 0x2000, size: 0x1000),
+                              fd: i % 2 == 0 ? memory.fd.descriptor : nil)
+        }
+        expectErrno(.invalidArgument) { try client.dmaUnmap(DMAUnmapRequest(flags: .all, address: Self.iova, size: 0)) }
+        try client.dmaUnmap(DMAUnmapRequest(flags: .all, address: 0, size: 0))
+        #expect(server.device.dma.mappingCount == 0)
+    }
+
+    @Test func badMapRequests() throws {
+        let (server, client, memory) = try setUp()
+        defer { withExtendedLifetime(server) {} }
+        let fd = memory.fd.descriptor
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(flags: DMAMapFlags(rawValue: 8), offset: 0, address: Self.iova, size: 0x1000), fd: fd) }
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(flags: [], offset: 0, address: Self.iova, size: 0x1000), fd: fd) }
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: Self.iova, size: 0), fd: fd) }
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: UInt64.max - 0xFFF, size: 0x2000)) }
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0x10_0000, address: Self.iova, size: 0x1000), fd: fd) }
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(argsz: 16, flags: .read, offset: 0, address: Self.iova, size: 0x1000), fd: fd) }
+        expectErrno(.invalidArgument) {
+            var writer = ByteWriter()
+            DMAMapRequest(flags: .read, offset: 0, address: Self.iova, size: 0x1000).encode(into: &writer)
+            try client.request(.dmaMap, payload: writer.bytes, fds: [fd, fd])
+        }
+    }
+
+    @Test func tableHolds65535MappingsAndRefusesOneMore() throws {
+        let (server, client, memory) = try setUp(memory: 65536 * 4096)
+        for i in 0..<65535 {
+            try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: UInt64(i) * 4096, address: Self.iova + UInt64(i) * 8192, size: 4096),
+                              fd: memory.fd.descriptor)
+        }
+        #expect(server.device.dma.mappingCount == 65535)
+        expectErrno(.noSpace) {
+            try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: Self.iova - 0x1000, size: 0x1000), fd: memory.fd.descriptor)
+        }
+        // Every mapping still translates to its own page of the memfd.
+        memory.write(65534 * 4096 + 5, [0x77])
+        var byte: UInt8 = 0
+        try withUnsafeMutableBytes(of: &byte) { try server.device.dma.read(Self.iova + 65534 * 8192 + 5, into: $0) }
+        #expect(byte == 0x77)
+        try client.dmaUnmap(DMAUnmapRequest(flags: .all, address: 0, size: 0))
+        #expect(server.device.dma.mappingCount == 0)
+    }
+
+    @Test func unmapWaitsForAPinHeldByAnotherThread() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        let pin = try server.device.dma.pin(Self.iova, length: 16, access: .read)
+        let releasedAt = Shared<UInt64>(0)
+        let holder = Thread {
+            usleep(200_000)
+            releasedAt.value = monotonicNanoseconds()
+            pin.release()
+        }
+        try client.dmaUnmap(DMAUnmapRequest(address: Self.iova, size: 0x1000))
+        let repliedAt = monotonicNanoseconds()
+        holder.join()
+        #expect(releasedAt.value > 0 && repliedAt >= releasedAt.value, "the reply came after the release")
+        #expect(server.device.dma.mappingCount == 0)
+    }
+
+    @Test func unmapTellsTheDeviceWhichReleasesItsPins() throws {
+        let model = CopyEngineDevice()
+        let server = try TestServer(model: model)
+        let client = try server.attach()
+        let memory = try Memfd(size: 0x10000)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x10000), fd: memory.fd.descriptor)
+        try model.pinAndHold(Self.iova + 0x100, length: 0x100)
+        #expect(server.device.dma.mappings.first?.pins == 1)
+        try client.dmaUnmap(DMAUnmapRequest(address: Self.iova, size: 0x10000))
+        #expect(server.device.dma.mappingCount == 0)
+    }
+
+    @Test func devicePagesWrittenShowInTheDirtyBitmapUntilCleared() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x10_0000), fd: memory.fd.descriptor)
+        let dma = server.device.dma
+        try [UInt8(1)].withUnsafeBytes { try dma.write(Self.iova + 0x3000, from: $0) }
+        try [UInt8](repeating: 1, count: 0x1001).withUnsafeBytes { try dma.write(Self.iova + 0x7FFF, from: $0) }
+        let pin = try dma.pin(Self.iova + 0x20000, length: 0x2000, access: .write)
+        pin.release()
+        _ = try dma.pin(Self.iova + 0x40000, length: 0x1000, access: .read) // reads do not dirty
+        let bitmap = try dma.dirtyBitmap(Self.iova, size: 0x10_0000, pageSize: 4096, clear: true)
+        let pages = (0..<256).filter { bitmap[$0 / 64] & (1 << UInt64($0 % 64)) != 0 }
+        #expect(pages == [0x3, 0x7, 0x8, 0x20, 0x21]) // 0x7FFF + 0x1001 bytes end at 0x8FFF
+        #expect(try dma.dirtyBitmap(Self.iova, size: 0x10_0000, pageSize: 4096, clear: false).allSatisfy { $0 == 0 })
+        // At 64 KiB pages, the same writes cover pages 0 (0x3000, 0x7fff-0x9000) and 2 (0x20000).
+        try [UInt8(1)].withUnsafeBytes { try dma.write(Self.iova + 0x3000, from: $0) }
+        try [UInt8(1)].withUnsafeBytes { try dma.write(Self.iova + 0x21000, from: $0) }
+        #expect(try dma.dirtyBitmap(Self.iova, size: 0x10_0000, pageSize: 0x10000, clear: false) == [0b101])
+    }
+
+    @Test func fdLessMapsAreReachedWithDMAMessagesInBothLayouts() throws {
+        for layout in [DMATransferLayout.spec, .qemu] {
+            var configuration = ServerConfiguration()
+            configuration.dmaLayout = layout
+            let model = CopyEngineDevice()
+            let server = try TestServer(model: model, configuration: configuration)
+            let client = try server.attach()
+            client.dmaLayout = layout
+            let memory = try Memfd(size: 0x40_0000)
+            client.dmaHandler = memory.handler(at: Self.iova)
+            try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x40_0000))
+            // 3 MiB: more than one message at max_data_xfer_size (1 MiB), in each direction.
+            let data = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+            memory.write(0, data)
+            try client.write(.bar0, offset: 0x00, value: Self.iova)
+            try client.write(.bar0, offset: 0x08, value: Self.iova + 0x10_0000)
+            try client.write(.bar0, offset: 0x10, value: UInt32(data.count))
+            try client.write(.bar0, offset: 0x14, value: UInt32(1), posted: true)
+            try client.serveRequests(milliseconds: 10_000) { model.isFinished }
+            #expect(try client.read(.bar0, offset: 0x18, as: UInt32.self) == 2, "\(layout)")
+            #expect(memory.read(0x10_0000, data.count) == data, "\(layout)")
+            #expect(client.servedRequests >= 6, "\(layout): 3 reads and 3 writes of 1 MiB")
+        }
+    }
+
+    @Test func theClientRefusingAMessageDMAFailsTheDeviceOperationCleanly() throws {
+        let model = CopyEngineDevice()
+        let server = try TestServer(model: model)
+        let client = try server.attach()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000))
+        try client.write(.bar0, offset: 0x00, value: Self.iova)
+        try client.write(.bar0, offset: 0x08, value: Self.iova + 0x800)
+        try client.write(.bar0, offset: 0x10, value: UInt32(16))
+        try client.write(.bar0, offset: 0x14, value: UInt32(1), posted: true)
+        // No handler: the client answers ENOSYS, as QEMU does for requests it does not serve.
+        try client.serveRequests(milliseconds: 5000) { model.isFinished }
+        let status = try client.read(.bar0, offset: 0x18, as: UInt32.self)
+        #expect(status & 0xFF == 3 && status >> 8 == UInt32(Errno.noFunction.rawValue))
+    }
+}
+
+@Suite("DMA and the connection")
+struct DMAConnectionTests {
+    @Test func reconnectLeavesNoMappingAndNoFDBehind() throws {
+        let server = try ServerProcess()
+        let baseline = server.openFDCount
+        for _ in 0..<2 {
+            let client = try VfioUserClient(path: server.path)
+            try client.negotiate()
+            let memory = try Memfd(size: 1 << 20)
+            for i in 0..<64 {
+                try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: UInt64(i) * 4096, address: DMATests.iova + UInt64(i) * 4096, size: 4096),
+                                  fd: i % 4 == 0 ? nil : memory.fd.descriptor)
+            }
+            #expect(server.openFDCount == baseline + 1, "DMA fds are not kept open: only the connection")
+            UnixSocket.shutdown(client.socket)
+            #expect(server.waitForFDCount(baseline) == baseline)
+        }
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func disconnectRemovesEveryMapping() throws {
+        let server = try TestServer()
+        do {
+            let client = try server.attach()
+            try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: DMATests.iova, size: 0x1000))
+            #expect(server.device.dma.mappingCount == 1)
+        }
+        server.waitDetached()
+        #expect(server.device.dma.mappingCount == 0)
+    }
+}

@@ -1,0 +1,13 @@
+import Synchronization
+
+/// A value several test threads read and write.
+public final class Shared<Value: Sendable>: Sendable {
+    private let storage: Mutex<Value>
+
+    public init(_ value: Value) { storage = Mutex(value) }
+
+    public var value: Value {
+        get { storage.withLock { $0 } }
+        set { storage.withLock { $0 = newValue } }
+    }
+}
