@@ -241,6 +241,39 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         }
     }
 
+    /// Runs `body` with the host buffer of `[iova, iova + length)`, pinned for the duration: the
+    /// allocation-free path for device hot loops (a range within one mapping; one that spans
+    /// mappings is pinned with `pin`). Writes mark the range dirty.
+    /// Inlinable so that the generic body is specialised in the device's module.
+    @inlinable
+    public func withPinned<R>(_ iova: UInt64, length: Int, access: DMAAccess,
+                              _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        let (mapping, host) = try acquire(iova, length: length, access: access)
+        defer { releaseOne(mapping) }
+        return try body(UnsafeMutableRawBufferPointer(start: host, count: length))
+    }
+
+    /// Pins one mapping's range for `withPinned`.
+    @usableFromInline
+    func acquire(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> (DMAMapping, UnsafeMutableRawPointer) {
+        try lock.withLock { () throws(DMAError) in
+            let mapping = try lookupLocked(iova, access: access)
+            guard !mapping.isMessageMode else { throw .messageMode(iova) }
+            guard UInt64(length) <= mapping.end - iova else { throw .notMapped(mapping.end) }
+            mapping.pins += 1
+            if access.contains(.write) { mapping.markDirty(iova, length, pageShift: Self.pageShift) }
+            return (mapping, mapping.hostAddress(iova))
+        }
+    }
+
+    @usableFromInline
+    func releaseOne(_ mapping: DMAMapping) {
+        lock.withLock {
+            mapping.pins -= 1
+            if mapping.removing && mapping.pins == 0 { lock.broadcast() }
+        }
+    }
+
     func release(_ mappings: [DMAMapping]) {
         lock.withLock {
             var wake = false
@@ -321,7 +354,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                     lock.withLock { mapping.markDirty(address, chunk, pageShift: Self.pageShift) }
                 }
             } else {
-                defer { release([mapping]) }
+                defer { releaseOne(mapping) }
                 try body(offset, mapping, mapping.hostAddress(address), chunk)
             }
             offset += chunk
