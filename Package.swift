@@ -8,6 +8,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "vfio-user-server", targets: ["vfio-user-server"]),
+        .executable(name: "vfio-user-bench", targets: ["vfio-user-bench"]),
         .library(name: "VfioUserProto", targets: ["VfioUserProto"]),
         .library(name: "RegionEmulation", targets: ["RegionEmulation"]),
         .library(name: "VfioUserServer", targets: ["VfioUserServer"]),
@@ -52,6 +53,15 @@ let package = Package(
         ),
         // Helpers shared by the test targets: threads, temporary directories, memfd-backed memory.
         .target(name: "TestSupport", dependencies: ["VfioUserProto", "CLinux"], path: "Tests/TestSupport", swiftSettings: strict),
+        // Benchmarks that print figures beside a reference measured in the same run.
+        .executableTarget(
+            name: "vfio-user-bench",
+            dependencies: [
+                "VfioUserServer", "RegionEmulation", "CLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
