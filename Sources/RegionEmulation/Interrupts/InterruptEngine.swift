@@ -38,6 +38,14 @@ public final class InterruptEngine: Sendable {
         /// MSI-X function mask (message control bit 14).
         var functionMasked = false
         var signalled = 0
+        /// Vectors with their pending bit set: lets `flushPending` skip an index without scanning it.
+        var pendingCount = 0
+
+        mutating func setPending(_ n: Int, _ pending: Bool) {
+            guard vectors[n].pending != pending else { return }
+            vectors[n].pending = pending
+            pendingCount += pending ? 1 : -1
+        }
     }
 
     struct State {
@@ -148,7 +156,7 @@ public final class InterruptEngine: Sendable {
             guard !s.indexes[0].vectors.isEmpty, s.intxLevel != asserted || asserted else { return nil }
             s.intxLevel = asserted
             if !asserted {
-                s.indexes[0].vectors[0].pending = false
+                s.indexes[0].setPending(0, false)
                 return nil
             }
             return Self.assertINTx(&s, pulse: false)
@@ -159,29 +167,27 @@ public final class InterruptEngine: Sendable {
     public var intxLevel: Bool { state.withLock { $0.intxLevel } }
 
     private static func assertINTx(_ s: inout State, pulse: Bool) -> OwnedFileDescriptor? {
-        var vector = s.indexes[0].vectors[0]
-        defer { s.indexes[0].vectors[0] = vector }
+        let vector = s.indexes[0].vectors[0]
         guard let fd = vector.trigger, !vector.masked, !s.intxDisabled else {
-            vector.pending = true
+            s.indexes[0].setPending(0, true)
             return nil
         }
         // Already signalled and not yet unmasked: nothing new to say.
         if vector.pending && !pulse { return nil }
-        vector.masked = true // automask
-        vector.pending = false
+        s.indexes[0].vectors[0].masked = true // automask
+        s.indexes[0].setPending(0, false)
         s.indexes[0].signalled += 1
         return fd
     }
 
     private static func deliver(_ s: inout State, _ i: Int, _ n: Int) -> OwnedFileDescriptor? {
         guard s.indexes[i].enabled else { return nil }
-        var vector = s.indexes[i].vectors[n]
-        defer { s.indexes[i].vectors[n] = vector }
+        let vector = s.indexes[i].vectors[n]
         guard let fd = vector.trigger, !vector.masked, !s.indexes[i].functionMasked else {
-            vector.pending = true
+            s.indexes[i].setPending(n, true)
             return nil
         }
-        vector.pending = false
+        s.indexes[i].setPending(n, false)
         s.indexes[i].signalled += 1
         return fd
     }
@@ -193,7 +199,7 @@ public final class InterruptEngine: Sendable {
            s.indexes[0].vectors[0].trigger != nil, !s.indexes[0].vectors[0].masked, !s.intxDisabled {
             if let fd = assertINTx(&s, pulse: true) { fds.append(fd) }
         }
-        for i in 1..<s.indexes.count {
+        for i in 1..<s.indexes.count where s.indexes[i].pendingCount > 0 {
             for n in s.indexes[i].vectors.indices where s.indexes[i].vectors[n].pending {
                 if let fd = deliver(&s, i, n) { fds.append(fd) }
             }
@@ -213,9 +219,10 @@ public final class InterruptEngine: Sendable {
 
     public func setEnabled(_ index: IRQIndex, _ enabled: Bool) {
         applyAndFlush { s in
-            s.indexes[Int(index.rawValue)].enabled = enabled
-            if !enabled {
-                for n in s.indexes[Int(index.rawValue)].vectors.indices { s.indexes[Int(index.rawValue)].vectors[n].pending = false }
+            let i = Int(index.rawValue)
+            s.indexes[i].enabled = enabled
+            if !enabled && s.indexes[i].pendingCount > 0 {
+                for n in s.indexes[i].vectors.indices { s.indexes[i].setPending(n, false) }
             }
         }
     }
@@ -229,6 +236,17 @@ public final class InterruptEngine: Sendable {
             let i = Int(index.rawValue)
             guard vector < s.indexes[i].vectors.count else { return }
             s.indexes[i].vectors[vector].masked = masked
+        }
+    }
+
+    /// Masks every vector of `index` that has no eventfd: the MSI-X power-on state (every vector
+    /// masked), for vectors the client has not claimed.
+    public func maskUnassigned(_ index: IRQIndex) {
+        state.withLock { s in
+            let i = Int(index.rawValue)
+            for n in s.indexes[i].vectors.indices where s.indexes[i].vectors[n].trigger == nil {
+                s.indexes[i].vectors[n].masked = true
+            }
         }
     }
 
@@ -253,6 +271,9 @@ public final class InterruptEngine: Sendable {
         guard request.index.rawValue < IRQIndex.count else { throw .invalid("IRQ index \(request.index.rawValue) does not exist") }
         guard Int(request.argsz) >= SetIRQs.fixedSize else { throw .invalid("SET_IRQS argsz \(request.argsz) is below 20") }
         guard fds.isEmpty || dataType == .dataEventfd else { throw .invalid("SET_IRQS carries \(fds.count) fds without DATA_EVENTFD") }
+        guard dataType == .dataBool || request.data.isEmpty else {
+            throw .invalid("SET_IRQS with \(flags) carries \(request.data.count) data bytes")
+        }
 
         let index = request.index
         let i = Int(index.rawValue)
@@ -278,10 +299,11 @@ public final class InterruptEngine: Sendable {
         var selected = [Bool](repeating: true, count: count)
         switch dataType {
         case .dataBool:
-            guard request.data.count >= count, Int(request.argsz) >= SetIRQs.fixedSize + count else {
-                throw .invalid("DATA_BOOL needs \(count) bytes, got \(request.data.count)")
+            // Exactly `count` booleans, as libvfio-user insists (too few and too many are both EINVAL).
+            guard request.data.count == count, Int(request.argsz) == SetIRQs.fixedSize + count else {
+                throw .invalid("DATA_BOOL needs exactly \(count) bytes (argsz \(SetIRQs.fixedSize + count)), got \(request.data.count)")
             }
-            selected = request.data.prefix(count).map { $0 != 0 }
+            selected = request.data.map { $0 != 0 }
         case .dataEventfd:
             guard fds.isEmpty || fds.count == count else {
                 throw .invalid("DATA_EVENTFD with \(fds.count) fds for \(count) vectors")
@@ -332,6 +354,7 @@ public final class InterruptEngine: Sendable {
         state.withLock { s in
             let i = Int(index.rawValue)
             for n in s.indexes[i].vectors.indices { s.indexes[i].vectors[n] = Vector() }
+            s.indexes[i].pendingCount = 0
             if index == .msi || index == .msix {
                 s.indexes[i].enabled = false
                 s.indexes[i].functionMasked = false
@@ -374,6 +397,7 @@ public final class InterruptEngine: Sendable {
                     s.indexes[i].vectors[n].pending = false
                     s.indexes[i].vectors[n].masked = false
                 }
+                s.indexes[i].pendingCount = 0
             }
         }
     }

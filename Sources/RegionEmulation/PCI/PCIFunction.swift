@@ -255,9 +255,7 @@ public final class PCIFunction: Sendable {
         guard let msix = layout.msix else { return }
         state.withLock { s in s.msixTable = Array(repeating: 0, count: msix.tableSize) }
         // Power-on: every vector masked (PCI spec). Assigning an eventfd unmasks it, see InterruptEngine.
-        for vector in 0..<msix.vectors where !interrupts.hasTrigger(.msix, vector: vector) {
-            interrupts.setMasked(.msix, vector: vector, true)
-        }
+        interrupts.maskUnassigned(.msix)
     }
 
     // MARK: Raising interrupts (device side)
