@@ -63,7 +63,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation"], swiftSettings: strict),
+        .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(
             name: "ServerConformanceTests",

@@ -1,5 +1,6 @@
 import RegionEmulation
 import Testing
+import TestSupport
 import VfioUserProto
 
 /// How many times an eventfd fired since it was last read (0 if never).
