@@ -27,11 +27,3 @@ public struct ServerConfiguration: Sendable {
     /// Largest message the server accepts: a full data transfer plus the biggest fixed part.
     public var maxMessageSize: Int { MessageHeader.size + 32 + maxDataTransferSize }
 }
-
-extension DMATransferLayout {
-    /// QEMU's client proposes `migration.max_bitmap_size`, a migration-v1 key no other client sends;
-    /// such a client gets QEMU's DMA_READ/WRITE layout, every other client the spec's.
-    public static func forClient(_ capabilities: VersionCapabilities) -> DMATransferLayout {
-        capabilities.migration?.maxBitmapSize != nil ? .qemu : .spec
-    }
-}

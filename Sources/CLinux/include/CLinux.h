@@ -70,6 +70,29 @@ static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_
     return low;
 }
 
+/// Attaches `fd` (an open /dev/net/tun) to the TAP interface `name` (created if missing), with
+/// IFF_TAP | IFF_NO_PI | IFF_VNET_HDR: every frame carries a 12-byte virtio-net header.
+static inline int clinux_tap_attach(int fd, const char *name) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &request) < 0) return -1;
+    int size = 12; /* struct virtio_net_hdr_v1 / virtio_net_hdr_mrg_rxbuf */
+    return ioctl(fd, TUNSETVNETHDRSZ, &size);
+}
+
+/// TUNSETOFFLOAD: which offloads (TUN_F_CSUM, TUN_F_TSO4, ...) the reader accepts from the kernel.
+static inline int clinux_tap_set_offload(int fd, unsigned int offloads) { return ioctl(fd, TUNSETOFFLOAD, offloads); }
+static inline unsigned int clinux_tun_f_csum(void) { return TUN_F_CSUM; }
+static inline unsigned int clinux_tun_f_tso4(void) { return TUN_F_TSO4; }
+static inline unsigned int clinux_tun_f_tso6(void) { return TUN_F_TSO6; }
+static inline unsigned int clinux_tun_f_tso_ecn(void) { return TUN_F_TSO_ECN; }
+
+/// Loads and stores of ring indexes shared with another process (virtqueues).
+static inline uint16_t clinux_load_acquire_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
+static inline void clinux_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
+
 /// Full memory barrier, for rings shared with another process (virtio used-ring publication).
 static inline void clinux_memory_barrier(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 

@@ -21,7 +21,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     public static let defaultMaxMappings = 65535
 
     public let maxMappings: Int
-    private let lock = ConditionLock()
+    let lock = ConditionLock()
     private var table = SortedChunkMap<DMAMapping>()
     private var fileMappings = FileMappings()
     private var channel: DMAMessageChannel?
@@ -447,4 +447,28 @@ public protocol DMAMessageChannel: AnyObject, Sendable {
     var maxTransferSize: Int { get }
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError)
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError)
+    /// Waits until `condition` holds. On the thread that reads the client's socket this keeps
+    /// routing replies to DMA messages, so a device thread blocked on one can finish. False on timeout.
+    func waitServicing(until condition: () -> Bool, milliseconds: Int) -> Bool
+}
+
+extension DMASpace {
+    /// Waits until `condition` holds, for a device that must let its own threads reach a safe point
+    /// (a reset, an unmap) while they may be waiting on message-mode DMA. Safe on any thread.
+    public func waitServicing(until condition: () -> Bool, milliseconds: Int = 10_000) -> Bool {
+        if let channel = lock.withLock({ channel }) {
+            return channel.waitServicing(until: condition, milliseconds: milliseconds)
+        }
+        return pollUntil(condition, milliseconds: milliseconds)
+    }
+}
+
+/// Polls `condition` every 100 µs until it holds or `milliseconds` pass.
+public func pollUntil(_ condition: () -> Bool, milliseconds: Int) -> Bool {
+    let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+    while !condition() {
+        guard monotonicNanoseconds() < deadline else { return false }
+        usleep(100)
+    }
+    return true
 }

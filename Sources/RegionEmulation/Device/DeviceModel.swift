@@ -35,12 +35,21 @@ public protocol DeviceModel: AnyObject, Sendable {
 
     /// Called after a config-space write the model may care about (e.g. the command register).
     func configWritten(offset: Int, size: Int)
+
+    /// Lets the model supply config-space bytes it owns (virtio's PCI_CFG data window), after the
+    /// generic read filled `buffer` for `[offset, offset + buffer.count)`.
+    func patchConfigRead(offset: Int, into buffer: UnsafeMutableRawBufferPointer)
+
+    /// The device is going away for good: stop its threads.
+    func shutdown()
 }
 
 extension DeviceModel {
     public func attach(dma: DMASpace) {}
     public func mmapBacking(bar: Int) -> RegionMmap? { nil }
     public func configWritten(offset: Int, size: Int) {}
+    public func patchConfigRead(offset: Int, into buffer: UnsafeMutableRawBufferPointer) {}
+    public func shutdown() {}
 }
 
 /// How a region is exposed for mmap: the fd the client maps, the region's offset in it, and the

@@ -56,6 +56,7 @@ public final class EmulatedDevice: Sendable {
         let (bar, definition) = try checkedAccess(index, offset: offset, count: buffer.count)
         guard let bar, let definition else {
             function.readConfig(offset: Int(offset), into: buffer)
+            model.patchConfigRead(offset: Int(offset), into: buffer)
             return
         }
         forEachPiece(offset: offset, count: buffer.count, maxSize: definition.maxAccessSize) { at, position, size in
@@ -120,6 +121,9 @@ public final class EmulatedDevice: Sendable {
         function.reset(lostConnection: reason == .lostConnection)
         model.reset(reason)
     }
+
+    /// The device is going away: its threads stop.
+    public func shutdown() { model.shutdown() }
 
     /// The client is gone: reset as on a lost connection (eventfds closed, state back to power-on),
     /// then drop every DMA mapping. `waitForRelease` lets the caller keep serving while pins drain.

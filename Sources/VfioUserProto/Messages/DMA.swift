@@ -129,3 +129,11 @@ public enum DMATransferLayout: Sendable, Equatable {
         }
     }
 }
+
+extension DMATransferLayout {
+    /// QEMU's client proposes `migration.max_bitmap_size`, a migration-v1 key no other client sends;
+    /// such a client gets QEMU's DMA_READ/WRITE layout, every other client the spec's.
+    public static func forClient(_ capabilities: VersionCapabilities) -> DMATransferLayout {
+        capabilities.migration?.maxBitmapSize != nil ? .qemu : .spec
+    }
+}

@@ -156,5 +156,6 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
             while (active != nil || acceptorRunning) && monotonicNanoseconds() < deadline { lock.wait(milliseconds: 50) }
         }
         if let socketPath { UnixSocket.removeSocketFile(path: socketPath, ifIdentity: socketIdentity) }
+        device.shutdown()
     }
 }

@@ -48,6 +48,7 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         sender = MessageSender(socket: socket.descriptor)
         dmaChannel = SessionDMAChannel(sender: sender, timeoutMilliseconds: configuration.dmaReplyTimeoutMilliseconds)
         dmaChannel.sessionThread = currentThreadID()
+        dmaChannel.pump = { [unowned self] condition, milliseconds in pumpUntil(condition, milliseconds: milliseconds) }
     }
 
     /// Serves until the client goes away, then resets the device as on a lost connection.

@@ -23,6 +23,8 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
     private var _layout: DMATransferLayout = .spec
     private var _maxTransferSize = 1 << 20
     var sessionThread: pthread_t?
+    /// Keeps the session's socket serviced while the session thread waits (set by the session).
+    var pump: ((_ until: () -> Bool, _ milliseconds: Int) -> Bool)?
 
     private final class Pending {
         var reply: (MessageHeader, [UInt8])?
@@ -120,6 +122,13 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
             throw .channel(Errno(rawValue: CInt(bitPattern: reply.0.error)), "client refused \(command) #\(id)")
         }
         return reply
+    }
+
+    func waitServicing(until condition: () -> Bool, milliseconds: Int) -> Bool {
+        if let sessionThread, pthread_equal(sessionThread, pthread_self()) != 0, let pump {
+            return pump(condition, milliseconds)
+        }
+        return pollUntil(condition, milliseconds: milliseconds)
     }
 
     /// Called by the session thread with a reply it read.
