@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux"], swiftSettings: strict),
         // Device models: they see RegionEmulation only.
         .target(name: "MttyDevice", dependencies: ["RegionEmulation"], swiftSettings: strict),
-        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation"], swiftSettings: strict),
+        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "CLinux"], swiftSettings: strict),
         // Endpoints, sessions, device life cycle: between the protocol and the command line.
         .target(
             name: "VfioUserServer",
@@ -52,7 +52,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // Helpers shared by the test targets: threads, temporary directories, memfd-backed memory.
-        .target(name: "TestSupport", dependencies: ["VfioUserProto", "CLinux"], path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["VfioUserServer", "RegionEmulation", "MttyDevice", "VfioUserProto", "CLinux"],
+                path: "Tests/TestSupport", swiftSettings: strict),
         // Benchmarks that print figures beside a reference measured in the same run.
         .executableTarget(
             name: "vfio-user-bench",
@@ -62,6 +63,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // A virtio-net driver over the client, playing the guest: for tests and benchmarks.
+        .target(name: "VirtioNetTestDriver", dependencies: ["VfioUserProto", "VirtioNetDevice", "TestSupport", "CLinux"],
+                path: "Tests/VirtioNetTestDriver", swiftSettings: strict),
+        .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioNetTestDriver", "VfioUserServer", "TestSupport"],
+                    swiftSettings: strict),
         .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),

@@ -1,0 +1,346 @@
+import CLinux
+import RegionEmulation
+import Synchronization
+import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Counters of a virtio-net device.
+public struct NetStatistics: Sendable, Equatable {
+    public var transmittedFrames = 0
+    public var transmittedBytes = 0
+    public var receivedFrames = 0
+    public var receivedBytes = 0
+    /// Frames the RX filter dropped.
+    public var filteredFrames = 0
+    /// Frames dropped because the guest's buffers were too small, or the backend refused them.
+    public var droppedFrames = 0
+    public var interrupts = 0
+    public var kicks = 0
+}
+
+/// The datapath of a virtio-net device, on its own thread: it takes frames off the transmit queue
+/// into the backend and from the backend into the receive queue, and serves the control queue.
+///
+/// The session thread only records kicks (a bit per queue, plus a wake-up when the thread sleeps)
+/// and starts and stops the datapath through an epoch it then waits for the thread to acknowledge,
+/// keeping the socket serviced meanwhile (`DMASpace.waitServicing`): the thread may be waiting on
+/// a DMA message only the session thread can complete. The thread never holds a lock while it
+/// touches guest memory.
+final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic or under `lock`; the rest belongs to the thread.
+    let backend: NetBackend
+    let transport: VirtioPCITransport
+    weak var device: VirtioNetDevice?
+    private(set) var dma: DMASpace?
+
+    private let wakeup: OwnedFileDescriptor
+    private let kicks = Atomic<UInt32>(0)
+    private let sleeping = Atomic<Bool>(false)
+    private let requestedEpoch = Atomic<Int>(0)
+    private let acknowledgedEpoch = Atomic<Int>(0)
+    private let terminated = Atomic<Bool>(false)
+    private let lock = ConditionLock()
+    private var requestedFeatures: VirtioFeatures? // under lock: what to run with (nil: stopped)
+    private let counters = Mutex(NetStatistics())
+
+    // Owned by the datapath thread.
+    private var epoch = 0
+    private var features: VirtioFeatures = []
+    private var memory: GuestMemory?
+    private var rx: SplitVirtqueue?
+    private var tx: SplitVirtqueue?
+    private var ctrl: SplitVirtqueue?
+    private var broken = false
+    private let transmitBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
+    private let receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
+    /// Bytes of a received frame (with its header) waiting for guest buffers; 0 when none.
+    private var pendingFrameLength = 0
+
+    init(backend: NetBackend, transport: VirtioPCITransport) {
+        self.backend = backend
+        self.transport = transport
+        wakeup = try! OwnedFileDescriptor.eventfd(nonBlocking: true) // fails only without fds to spare at device creation
+        spawnThread(name: "virtio-net") { [self] in run() }
+    }
+
+    deinit {
+        transmitBuffer.deallocate()
+        receiveBuffer.deallocate()
+    }
+
+    func attach(dma: DMASpace) { self.dma = dma }
+
+    var statistics: NetStatistics { counters.withLock { $0 } }
+
+    // MARK: Control from the session thread
+
+    func kick(_ queue: Int) {
+        kicks.bitwiseOr(1 << UInt32(queue), ordering: .sequentiallyConsistent)
+        counters.withLock { $0.kicks += 1 }
+        if sleeping.load(ordering: .sequentiallyConsistent) { try? wakeup.signalEventfd() }
+    }
+
+    /// DRIVER_OK: run with the negotiated features.
+    func start(features: VirtioFeatures) {
+        changeEpoch(features)
+    }
+
+    /// Reset: stop touching the rings, and return only once the thread has let go of them.
+    func stop() {
+        changeEpoch(nil)
+    }
+
+    private func changeEpoch(_ features: VirtioFeatures?) {
+        let target = lock.withLock { () -> Int in
+            requestedFeatures = features
+            return requestedEpoch.add(1, ordering: .sequentiallyConsistent).newValue
+        }
+        try? wakeup.signalEventfd()
+        let done = { self.acknowledgedEpoch.load(ordering: .sequentiallyConsistent) >= target }
+        if let dma { _ = dma.waitServicing(until: done) } else { _ = pollUntil(done, milliseconds: 10_000) }
+    }
+
+    func terminate() {
+        terminated.store(true, ordering: .sequentiallyConsistent)
+        try? wakeup.signalEventfd()
+    }
+
+    // MARK: The thread
+
+    private func run() {
+        while !terminated.load(ordering: .sequentiallyConsistent) {
+            applyEpoch()
+            var worked = false
+            if !broken, let memory {
+                do {
+                    let kicked = kicks.exchange(0, ordering: .sequentiallyConsistent)
+                    if ctrl != nil, kicked & (1 << VirtioNetDevice.controlQueue) != 0 { try serveControl(memory) }
+                    worked = try transmit(memory) || worked
+                    worked = try receive(memory) || worked
+                } catch {
+                    broken = true
+                    transport.setNeedsReset()
+                }
+            }
+            if !worked { sleep() }
+        }
+    }
+
+    /// Picks up a start or stop the session asked for; a stop drops the queues before acknowledging.
+    private func applyEpoch() {
+        let requested = requestedEpoch.load(ordering: .sequentiallyConsistent)
+        guard requested != epoch else { return }
+        let wanted = lock.withLock { requestedFeatures }
+        rx = nil
+        tx = nil
+        ctrl = nil
+        memory = nil
+        broken = false
+        pendingFrameLength = 0
+        if let wanted, let dma {
+            features = wanted
+            memory = GuestMemory(dma: dma)
+            do {
+                rx = try queue(VirtioNetDevice.receiveQueue)
+                tx = try queue(VirtioNetDevice.transmitQueue)
+                if wanted.contains(.netControlQueue) { ctrl = try queue(VirtioNetDevice.controlQueue) }
+                if let memory {
+                    try rx?.setNotifications(true, memory)
+                    try tx?.setNotifications(true, memory)
+                    try ctrl?.setNotifications(true, memory)
+                }
+            } catch {
+                broken = true
+                transport.setNeedsReset()
+            }
+        }
+        epoch = requested
+        acknowledgedEpoch.store(requested, ordering: .sequentiallyConsistent)
+    }
+
+    private func queue(_ index: Int) throws(VirtqueueError) -> SplitVirtqueue? {
+        guard let configuration = transport.queueConfiguration(index), configuration.enabled else { return nil }
+        return try SplitVirtqueue(size: configuration.size, descriptorTable: configuration.descriptorTable,
+                                  availableRing: configuration.availableRing, usedRing: configuration.usedRing,
+                                  eventIndex: features.contains(.ringEventIndex), indirect: features.contains(.ringIndirectDescriptors))
+    }
+
+    /// Waits for a kick, a start/stop, or (when the receive queue can take a frame) backend input.
+    private func sleep() {
+        sleeping.store(true, ordering: .sequentiallyConsistent)
+        defer { sleeping.store(false, ordering: .sequentiallyConsistent) }
+        // A kick that came between our last look and `sleeping` going true must not be slept through.
+        if kicks.load(ordering: .sequentiallyConsistent) != 0 || requestedEpoch.load(ordering: .sequentiallyConsistent) != epoch { return }
+        var fds = [pollfd(fd: wakeup.rawValue, events: Int16(POLLIN), revents: 0)]
+        let wantInput = rx != nil && !broken && pendingFrameLength == 0
+        if wantInput, let backendFD = backend.pollDescriptor { fds.append(pollfd(fd: backendFD, events: Int16(POLLIN), revents: 0)) }
+        if wantInput && backend.pollDescriptor == nil { return } // a source always has input
+        _ = poll(&fds, nfds_t(fds.count), -1)
+        _ = try? wakeup.readEventfd()
+    }
+
+    // MARK: Transmit (driver to backend)
+
+    /// Sends what the driver queued; true if anything was done.
+    private func transmit(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        guard var queue = tx else { return false }
+        defer { tx = queue }
+        var done = 0
+        while true {
+            var pending: UInt16 = 0
+            while pending < 64, let chain = try queue.pop(memory) {
+                guard chain.writable.isEmpty else { throw .wrongDirection(head: chain.head) }
+                let length = chain.readableLength
+                if length >= VirtioNetHeader.size && length <= transmitBuffer.count {
+                    let copied = try memory.gather(chain.readable, into: transmitBuffer)
+                    let frame = backend.carriesVirtioHeader
+                        ? UnsafeRawBufferPointer(rebasing: transmitBuffer[..<copied])
+                        : UnsafeRawBufferPointer(rebasing: transmitBuffer[VirtioNetHeader.size ..< copied])
+                    let sent = backend.send(frame)
+                    counters.withLock { c in
+                        if sent {
+                            c.transmittedFrames += 1
+                            c.transmittedBytes += copied - VirtioNetHeader.size
+                        } else {
+                            c.droppedFrames += 1
+                        }
+                    }
+                } else {
+                    counters.withLock { $0.droppedFrames += 1 }
+                }
+                try queue.addUsed(head: chain.head, length: 0, memory, pending: &pending)
+            }
+            guard pending > 0 else {
+                // Idle: ask for a kick, then look once more for what raced with that request.
+                try queue.setNotifications(true, memory)
+                if try queue.pendingCount(memory) > 0 { continue }
+                return done > 0
+            }
+            done += Int(pending)
+            try queue.publishUsed(pending, memory)
+            if try queue.needsInterrupt(memory) { signal(VirtioNetDevice.transmitQueue) }
+        }
+    }
+
+    // MARK: Receive (backend to driver)
+
+    /// Moves frames from the backend into the driver's buffers; true if anything was done.
+    private func receive(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        guard var queue = rx else { return false }
+        defer { rx = queue }
+        let mergeable = features.contains(.netMergeableRxBuffers)
+        var delivered = 0
+        var pending: UInt16 = 0
+        defer { if pending > 0, let published = try? publish(&queue, pending, memory), published { signal(VirtioNetDevice.receiveQueue) } }
+        while delivered < 256 {
+            if pendingFrameLength == 0 {
+                guard try queue.pendingCount(memory) > 0 else { break }
+                guard let length = nextFrame() else { break }
+                pendingFrameLength = length
+            }
+            let mark = queue.lastAvailable
+            var chains: [DescriptorChain] = []
+            var capacity = 0
+            while capacity < pendingFrameLength {
+                guard let chain = try queue.pop(memory) else { break }
+                guard chain.readable.isEmpty else { throw .wrongDirection(head: chain.head) }
+                chains.append(chain)
+                capacity += chain.writableLength
+                if !mergeable { break }
+            }
+            if capacity < pendingFrameLength {
+                queue.rewind(to: mark)
+                if !mergeable && !chains.isEmpty {
+                    // A single buffer too small for this frame: drop the frame, keep the buffer.
+                    pendingFrameLength = 0
+                    counters.withLock { $0.droppedFrames += 1 }
+                    continue
+                }
+                // Too few buffers: hold the frame until the driver adds some (it will kick).
+                try queue.setNotifications(true, memory)
+                if try queue.pendingCount(memory) > 0 { continue }
+                break
+            }
+            // num_buffers in the header: how many buffers this frame spans.
+            receiveBuffer.storeBytes(of: UInt16(chains.count).littleEndian, toByteOffset: 10, as: UInt16.self)
+            var offset = 0
+            for chain in chains where offset < pendingFrameLength {
+                let part = UnsafeRawBufferPointer(rebasing: receiveBuffer[offset ..< pendingFrameLength])
+                let written = try memory.scatter(part, into: chain.writable)
+                try queue.addUsed(head: chain.head, length: UInt32(written), memory, pending: &pending)
+                offset += written
+                if pending >= 64 {
+                    if try publish(&queue, pending, memory) { signal(VirtioNetDevice.receiveQueue) }
+                    pending = 0
+                }
+            }
+            counters.withLock { c in
+                c.receivedFrames += 1
+                c.receivedBytes += pendingFrameLength - VirtioNetHeader.size
+            }
+            pendingFrameLength = 0
+            delivered += 1
+        }
+        if delivered == 0 && pendingFrameLength == 0 {
+            try queue.setNotifications(true, memory)
+        }
+        return delivered > 0
+    }
+
+    private func publish(_ queue: inout SplitVirtqueue, _ count: UInt16, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        try queue.publishUsed(count, memory)
+        return try queue.needsInterrupt(memory)
+    }
+
+    /// Reads the next frame the filter lets through into `receiveBuffer`, header first; nil if none.
+    private func nextFrame() -> Int? {
+        while true {
+            let length: Int
+            if backend.carriesVirtioHeader {
+                guard let n = backend.receive(into: receiveBuffer), n >= VirtioNetHeader.size else { return nil }
+                length = n
+                if !features.contains(.netGuestChecksum) {
+                    receiveBuffer[0] = 0 // DATA_VALID / NEEDS_CSUM mean nothing to a driver without GUEST_CSUM
+                }
+            } else {
+                let frame = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[VirtioNetHeader.size...])
+                guard let n = backend.receive(into: frame) else { return nil }
+                VirtioNetHeader().store(into: UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[..<VirtioNetHeader.size]))
+                length = VirtioNetHeader.size + n
+            }
+            let destination = UnsafeRawBufferPointer(rebasing: receiveBuffer[VirtioNetHeader.size ..< min(length, VirtioNetHeader.size + 6)])
+            if device?.accepts(destination: destination) ?? true { return length }
+            counters.withLock { $0.filteredFrames += 1 }
+        }
+    }
+
+    // MARK: Control queue
+
+    private func serveControl(_ memory: GuestMemory) throws(VirtqueueError) {
+        guard var queue = ctrl, let device else { return }
+        defer { ctrl = queue }
+        var served = false
+        while let chain = try queue.pop(memory) {
+            var ack = VirtioNetDevice.controlError
+            let length = chain.readableLength
+            if length >= 2 && length <= 65536 && chain.writableLength >= 1 {
+                let command = try memory.gather(chain.readable, length: length)
+                ack = device.control(class: command[0], command: command[1], data: Array(command[2...]), features: features)
+            }
+            var written = 0
+            if chain.writableLength >= 1 {
+                written = try memory.scatter([ack], into: chain.writable)
+            }
+            try queue.push(head: chain.head, length: UInt32(written), memory)
+            served = true
+        }
+        if served, try queue.needsInterrupt(memory) { signal(VirtioNetDevice.controlQueue) }
+        try queue.setNotifications(true, memory)
+    }
+
+    private func signal(_ queue: Int) {
+        counters.withLock { $0.interrupts += 1 }
+        transport.signalQueue(queue)
+    }
+}

@@ -1,0 +1,323 @@
+import CLinux
+import RegionEmulation
+
+/// One descriptor: `{le64 addr; le32 len; le16 flags; le16 next}` (virtio 1.x §2.7.5).
+public struct VirtqueueDescriptor: Equatable, Sendable {
+    public static let size = 16
+    public static let flagNext: UInt16 = 1
+    public static let flagWrite: UInt16 = 2
+    public static let flagIndirect: UInt16 = 4
+
+    public var address: UInt64
+    public var length: UInt32
+    public var flags: UInt16
+    public var next: UInt16
+
+    public init(address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
+        self.address = address
+        self.length = length
+        self.flags = flags
+        self.next = next
+    }
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        address = bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian
+        length = bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
+        flags = bytes.loadUnaligned(fromByteOffset: 12, as: UInt16.self).littleEndian
+        next = bytes.loadUnaligned(fromByteOffset: 14, as: UInt16.self).littleEndian
+    }
+
+    public var isWritable: Bool { flags & Self.flagWrite != 0 }
+    public var hasNext: Bool { flags & Self.flagNext != 0 }
+    public var isIndirect: Bool { flags & Self.flagIndirect != 0 }
+}
+
+/// A chain taken off the available ring: its buffers split by direction, in order.
+public struct DescriptorChain: Sendable {
+    public struct Buffer: Equatable, Sendable {
+        public var address: UInt64
+        public var length: Int
+        public init(address: UInt64, length: Int) {
+            self.address = address
+            self.length = length
+        }
+    }
+
+    public let head: UInt16
+    /// Buffers the device reads (driver to device), then buffers it writes: the spec's order.
+    public var readable: [Buffer] = []
+    public var writable: [Buffer] = []
+
+    public var readableLength: Int { readable.reduce(0) { $0 + $1.length } }
+    public var writableLength: Int { writable.reduce(0) { $0 + $1.length } }
+}
+
+/// A split virtqueue (virtio 1.x §2.7) in guest memory, reached through the DMA space: descriptor
+/// table, available ring (driver to device) and used ring (device to driver).
+///
+/// Indexes are free-running 16-bit counters that wrap at 65535; a ring slot is `index % size`.
+/// Publication follows the spec's ordering: used elements are written before the used index (write
+/// barrier), the available index is read before the ring entries it covers (read barrier), and a
+/// full barrier separates publishing from reading the driver's notification suppression.
+public struct SplitVirtqueue: Sendable {
+    public static let maxSize: UInt16 = 32768
+    static let availableNoInterrupt: UInt16 = 1
+    static let usedNoNotify: UInt16 = 1
+
+    public let size: UInt16
+    public let descriptorTable: UInt64
+    public let availableRing: UInt64
+    public let usedRing: UInt64
+    public let eventIndex: Bool
+    public let indirect: Bool
+    /// The next available-ring entry to take.
+    public private(set) var lastAvailable: UInt16 = 0
+    /// The used index as last published.
+    public private(set) var usedIndex: UInt16 = 0
+    /// The used index at the last interrupt decision (EVENT_IDX compares against it).
+    private var lastSignalledUsed: UInt16 = 0
+
+    public init(size: UInt16, descriptorTable: UInt64, availableRing: UInt64, usedRing: UInt64,
+                eventIndex: Bool, indirect: Bool) throws(VirtqueueError) {
+        guard size > 0, size <= Self.maxSize, size.nonzeroBitCount == 1 else { throw .badLayout("size \(size) is not a power of two up to 32768") }
+        guard descriptorTable % 16 == 0, availableRing % 2 == 0, usedRing % 4 == 0 else {
+            throw .badLayout("rings misaligned (descriptors 16, available 2, used 4)")
+        }
+        self.size = size
+        self.descriptorTable = descriptorTable
+        self.availableRing = availableRing
+        self.usedRing = usedRing
+        self.eventIndex = eventIndex
+        self.indirect = indirect
+    }
+
+    /// Gives back chains taken since `index` (a receive that found too little buffer space).
+    public mutating func rewind(to index: UInt16) { lastAvailable = index }
+
+    /// Resumes a queue at saved indexes (migration).
+    public mutating func restore(lastAvailable: UInt16, usedIndex: UInt16) {
+        self.lastAvailable = lastAvailable
+        self.usedIndex = usedIndex
+        lastSignalledUsed = usedIndex
+    }
+
+    // Ring layout.
+    var availableIndexAddress: UInt64 { availableRing + 2 }
+    func availableEntryAddress(_ index: UInt16) -> UInt64 { availableRing + 4 + 2 * UInt64(index & (size - 1)) }
+    var usedEventAddress: UInt64 { availableRing + 4 + 2 * UInt64(size) }
+    var usedIndexAddress: UInt64 { usedRing + 2 }
+    func usedEntryAddress(_ index: UInt16) -> UInt64 { usedRing + 4 + 8 * UInt64(index & (size - 1)) }
+    var availableEventAddress: UInt64 { usedRing + 4 + 8 * UInt64(size) }
+
+    /// Bytes each part occupies for a queue of `size`: descriptors, available ring, used ring.
+    public static func footprint(size: UInt16) -> (descriptors: Int, available: Int, used: Int) {
+        (16 * Int(size), 6 + 2 * Int(size), 6 + 8 * Int(size))
+    }
+
+    /// The driver's available index.
+    public func availableIndex(_ memory: GuestMemory) throws(VirtqueueError) -> UInt16 {
+        try memory.load16(availableIndexAddress)
+    }
+
+    /// How many chains the driver has made available and the device has not taken.
+    public func pendingCount(_ memory: GuestMemory) throws(VirtqueueError) -> Int {
+        let available = try availableIndex(memory)
+        let pending = available &- lastAvailable
+        guard pending <= size else { throw .availableIndexJump(from: lastAvailable, to: available) }
+        return Int(pending)
+    }
+
+    /// Takes the next available chain, or nil when the ring is empty.
+    public mutating func pop(_ memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
+        guard try pendingCount(memory) > 0 else { return nil }
+        clinux_memory_barrier() // read the entries only after the index that covers them
+        let head = try memory.load16(availableEntryAddress(lastAvailable))
+        let chain = try readChain(head: head, memory)
+        lastAvailable &+= 1
+        return chain
+    }
+
+    /// Walks the chain starting at `head`, following indirect tables.
+    public func readChain(head: UInt16, _ memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
+        guard head < size else { throw .headOutOfRange(head) }
+        var chain = DescriptorChain(head: head)
+        var total: UInt64 = 0
+        var table = descriptorTable
+        var tableSize = size
+        var index = head
+        var visited = 0
+        var inIndirect = false
+        while true {
+            visited += 1
+            // A chain cannot be longer than its table: past that, it loops.
+            guard visited <= Int(inIndirect ? tableSize : size) else { throw .loop(head: head) }
+            let descriptor = try memory.descriptor(table + 16 * UInt64(index))
+            if descriptor.isIndirect {
+                guard indirect else { throw .indirectNotNegotiated(head: head) }
+                guard !inIndirect else { throw .nestedIndirect(head: head) }
+                guard descriptor.length > 0, descriptor.length % 16 == 0, descriptor.length / 16 <= UInt32(Self.maxSize),
+                      !descriptor.hasNext else { throw .badIndirectTable(head: head) }
+                inIndirect = true
+                table = descriptor.address
+                tableSize = UInt16(descriptor.length / 16)
+                index = 0
+                visited = 0
+                continue
+            }
+            total += UInt64(descriptor.length)
+            guard total <= UInt64(UInt32.max) else { throw .lengthOverflow(head: head) }
+            let buffer = DescriptorChain.Buffer(address: descriptor.address, length: Int(descriptor.length))
+            if descriptor.isWritable {
+                chain.writable.append(buffer)
+            } else {
+                guard chain.writable.isEmpty else { throw .wrongDirection(head: head) }
+                chain.readable.append(buffer)
+            }
+            guard descriptor.hasNext else { return chain }
+            guard descriptor.next < tableSize else { throw .nextOutOfRange(descriptor.next) }
+            index = descriptor.next
+        }
+    }
+
+    /// Puts a used element `{id, len}` in the ring without publishing it (see `publishUsed`).
+    public mutating func addUsed(head: UInt16, length: UInt32, _ memory: GuestMemory, pending: inout UInt16) throws(VirtqueueError) {
+        let address = usedEntryAddress(usedIndex &+ pending)
+        try memory.store32(address, UInt32(head))
+        try memory.store32(address + 4, length)
+        pending &+= 1
+    }
+
+    /// Publishes `count` used elements added with `addUsed` by advancing the used index.
+    public mutating func publishUsed(_ count: UInt16, _ memory: GuestMemory) throws(VirtqueueError) {
+        guard count > 0 else { return }
+        clinux_memory_barrier() // elements before the index that exposes them
+        usedIndex &+= count
+        try memory.store16(usedIndexAddress, usedIndex)
+    }
+
+    /// Returns a chain (adds and publishes one used element).
+    public mutating func push(head: UInt16, length: UInt32, _ memory: GuestMemory) throws(VirtqueueError) {
+        var pending: UInt16 = 0
+        try addUsed(head: head, length: length, memory, pending: &pending)
+        try publishUsed(pending, memory)
+    }
+
+    /// Whether the driver wants an interrupt for what was published since the last decision:
+    /// with EVENT_IDX, when used entry number `used_event` was among those just written, i.e.
+    /// `used_event` in [old, new) (the wrap-safe test `(new - event - 1) < (new - old)`), otherwise
+    /// unless the driver set NO_INTERRUPT.
+    public mutating func needsInterrupt(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        clinux_memory_barrier() // the used index is visible before we read the driver's wishes
+        let old = lastSignalledUsed
+        let new = usedIndex
+        guard old != new else { return false }
+        lastSignalledUsed = new
+        if eventIndex {
+            let event = try memory.load16(usedEventAddress)
+            return Self.needsEvent(event: event, new: new, old: old)
+        }
+        return try memory.load16(availableRing) & Self.availableNoInterrupt == 0
+    }
+
+    /// `vring_need_event`: whether `event` lies in `[old, new)`, modulo 2^16.
+    public static func needsEvent(event: UInt16, new: UInt16, old: UInt16) -> Bool {
+        (new &- event &- 1) < (new &- old)
+    }
+
+    /// Asks the driver to notify (kick) when it adds chains, or not to bother while the device polls.
+    /// With EVENT_IDX this writes `avail_event`; otherwise the used ring's NO_NOTIFY flag.
+    public func setNotifications(_ enabled: Bool, _ memory: GuestMemory) throws(VirtqueueError) {
+        if eventIndex {
+            if enabled { try memory.store16(availableEventAddress, lastAvailable) }
+        } else {
+            try memory.store16(usedRing, enabled ? 0 : Self.usedNoNotify)
+        }
+        clinux_memory_barrier() // before re-checking the available index
+    }
+}
+
+/// How a virtqueue reaches guest memory: through the DMA space, which copies from mmapped client
+/// memory or sends DMA_READ/DMA_WRITE for fd-less regions. All values are little-endian.
+public struct GuestMemory: Sendable {
+    public let dma: DMASpace
+
+    public init(dma: DMASpace) { self.dma = dma }
+
+    func load16(_ address: UInt64) throws(VirtqueueError) -> UInt16 {
+        var value: UInt16 = 0
+        try read(address, into: &value)
+        return UInt16(littleEndian: value)
+    }
+
+    func store16(_ address: UInt64, _ value: UInt16) throws(VirtqueueError) {
+        try write(address, value.littleEndian)
+    }
+
+    func store32(_ address: UInt64, _ value: UInt32) throws(VirtqueueError) {
+        try write(address, value.littleEndian)
+    }
+
+    func descriptor(_ address: UInt64) throws(VirtqueueError) -> VirtqueueDescriptor {
+        var bytes: (UInt64, UInt64) = (0, 0)
+        try read(address, into: &bytes)
+        return withUnsafeBytes(of: &bytes) { VirtqueueDescriptor($0) }
+    }
+
+    private func read<T>(_ address: UInt64, into value: inout T) throws(VirtqueueError) {
+        let failure: DMAError? = withUnsafeMutableBytes(of: &value) { raw in
+            do throws(DMAError) { try dma.read(address, into: raw); return nil } catch { return error }
+        }
+        if let failure { throw .memory(failure) }
+    }
+
+    private func write<T>(_ address: UInt64, _ value: T) throws(VirtqueueError) {
+        var value = value
+        let failure: DMAError? = withUnsafeBytes(of: &value) { raw in
+            do throws(DMAError) { try dma.write(address, from: raw); return nil } catch { return error }
+        }
+        if let failure { throw .memory(failure) }
+    }
+
+    /// Copies the buffers of a chain (device-readable part) into `destination`; returns bytes copied.
+    public func gather(_ buffers: [DescriptorChain.Buffer], into destination: UnsafeMutableRawBufferPointer) throws(VirtqueueError) -> Int {
+        var offset = 0
+        for buffer in buffers {
+            let count = min(buffer.length, destination.count - offset)
+            guard count > 0 else { break }
+            do { try dma.read(buffer.address, into: UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])) }
+            catch { throw .memory(error) }
+            offset += count
+        }
+        return offset
+    }
+
+    /// Copies a chain's device-readable buffers into a new array of `length` bytes.
+    public func gather(_ buffers: [DescriptorChain.Buffer], length: Int) throws(VirtqueueError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: length)
+        let failure: VirtqueueError? = bytes.withUnsafeMutableBytes { raw in
+            do throws(VirtqueueError) { _ = try gather(buffers, into: raw); return nil } catch { return error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Copies `bytes` into a chain's device-writable buffers; returns bytes written.
+    public func scatter(_ bytes: [UInt8], into buffers: [DescriptorChain.Buffer]) throws(VirtqueueError) -> Int {
+        let result: Result<Int, VirtqueueError> = bytes.withUnsafeBytes { raw in
+            do throws(VirtqueueError) { return .success(try scatter(raw, into: buffers)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Copies `source` into a chain's device-writable buffers, in order; returns bytes written.
+    public func scatter(_ source: UnsafeRawBufferPointer, into buffers: [DescriptorChain.Buffer]) throws(VirtqueueError) -> Int {
+        var offset = 0
+        for buffer in buffers where offset < source.count {
+            let count = min(buffer.length, source.count - offset)
+            do { try dma.write(buffer.address, from: UnsafeRawBufferPointer(rebasing: source[offset ..< offset + count])) }
+            catch { throw .memory(error) }
+            offset += count
+        }
+        return offset
+    }
+}
