@@ -3,9 +3,6 @@ import Testing
 import TestSupport
 import VfioUserProto
 
-/// How many times an eventfd fired since it was last read (0 if never).
-func fired(_ eventfd: OwnedFileDescriptor) -> UInt64 { (try? eventfd.readEventfd()) ?? 0 ?? 0 }
-
 @Suite("Interrupt engine: INTx")
 struct INTxTests {
     func engineWithTrigger() throws -> (InterruptEngine, OwnedFileDescriptor) {

@@ -1,5 +1,6 @@
 import SystemPackage
 import Testing
+import TestSupport
 import VfioUserProto
 import VfioUserServer
 

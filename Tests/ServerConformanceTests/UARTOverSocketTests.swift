@@ -1,6 +1,7 @@
 import MttyDevice
 import SystemPackage
 import Testing
+import TestSupport
 import VfioUserProto
 import VfioUserServer
 

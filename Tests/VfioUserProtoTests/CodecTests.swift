@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 import VfioUserProto
 
 /// Encodes with a payload type's encoder.
@@ -24,7 +25,6 @@ func expectTruncationFails<T>(_ bytes: [UInt8], _ body: (inout ByteReader) throw
     }
 }
 
-func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
 
 @Suite("Header")
 struct HeaderTests {

@@ -2,7 +2,6 @@ import MttyDevice
 import RegionEmulation
 import SystemPackage
 import Testing
-import TestSupport
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
@@ -10,12 +9,12 @@ import Glibc
 #endif
 
 /// A device served in this process on a fresh socket, for conformance tests.
-final class TestServer {
-    let directory = TemporaryDirectory()
-    let path: String
-    let endpoint: DeviceEndpoint
+public final class TestServer {
+    public let directory = TemporaryDirectory()
+    public let path: String
+    public let endpoint: DeviceEndpoint
 
-    init(model: DeviceModel = MttyDevice(ports: 2), configuration: ServerConfiguration = ServerConfiguration()) throws {
+    public init(model: DeviceModel = MttyDevice(ports: 2), configuration: ServerConfiguration = ServerConfiguration()) throws {
         path = directory.path + "/device.sock"
         endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: model), configuration: configuration, name: "test")
         endpoint.start()
@@ -23,23 +22,23 @@ final class TestServer {
 
     deinit { endpoint.stop() }
 
-    var device: EmulatedDevice { endpoint.device }
+    public var device: EmulatedDevice { endpoint.device }
 
-    func connect() throws -> VfioUserClient { try VfioUserClient(path: path) }
+    public func connect() throws -> VfioUserClient { try VfioUserClient(path: path) }
 
     /// Connected and negotiated with QEMU's capabilities.
-    func attach() throws -> VfioUserClient {
+    public func attach() throws -> VfioUserClient {
         let client = try connect()
         try client.negotiate()
         return client
     }
 
     /// Waits until the server noticed a disconnect (it resets the device on its session thread).
-    func waitDetached() { _ = endpoint.waitUntilDetached(milliseconds: 5000) }
+    public func waitDetached() { _ = endpoint.waitUntilDetached(milliseconds: 5000) }
 }
 
 /// Expects a client call to fail with an error reply carrying `errno`.
-func expectErrno<T>(_ errno: Errno, _ sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> T) {
+public func expectErrno<T>(_ errno: Errno, _ sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> T) {
     do {
         _ = try body()
         Issue.record("expected \(errno.name), the request succeeded", sourceLocation: sourceLocation)
@@ -51,22 +50,22 @@ func expectErrno<T>(_ errno: Errno, _ sourceLocation: SourceLocation = #_sourceL
 }
 
 /// Whether the server closed the connection: the next read sees end of stream.
-func connectionClosed(_ client: VfioUserClient) -> Bool {
+public func connectionClosed(_ client: VfioUserClient) -> Bool {
     var byte: UInt8 = 0
     var poller = pollfd(fd: client.socket.rawValue, events: Int16(POLLIN), revents: 0)
     guard poll(&poller, 1, 2000) == 1 else { return false }
     return recv(client.socket.rawValue, &byte, 1, CInt(MSG_DONTWAIT)) == 0
 }
 
-func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+public func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
 
 /// A header plus payload, for hand-made (and malformed) messages.
-func rawMessage(id: UInt16, command: UInt16, payload: [UInt8], flags: UInt32 = 0, size: UInt32? = nil) -> [UInt8] {
+public func rawMessage(id: UInt16, command: UInt16, payload: [UInt8], flags: UInt32 = 0, size: UInt32? = nil) -> [UInt8] {
     le(id) + le(command) + le(size ?? UInt32(16 + payload.count)) + le(flags) + le(UInt32(0)) + payload
 }
 
 /// The eventfd's counter, read without blocking (0 when it was not signalled).
-func fired(_ eventfd: OwnedFileDescriptor, waitingMilliseconds: Int32 = 0) -> UInt64 {
+public func fired(_ eventfd: OwnedFileDescriptor, waitingMilliseconds: Int32 = 0) -> UInt64 {
     if waitingMilliseconds > 0 {
         var poller = pollfd(fd: eventfd.rawValue, events: Int16(POLLIN), revents: 0)
         _ = poll(&poller, 1, waitingMilliseconds)
@@ -76,13 +75,13 @@ func fired(_ eventfd: OwnedFileDescriptor, waitingMilliseconds: Int32 = 0) -> UI
 
 /// The server executable next to the test bundle, run as its own process (fd counting needs a
 /// process of its own: the tests run in parallel in this one).
-final class ServerProcess {
-    let directory = TemporaryDirectory()
-    let path: String
-    let pid: pid_t
+public final class ServerProcess {
+    public let directory = TemporaryDirectory()
+    public let path: String
+    public let pid: pid_t
     private var reaped = false
 
-    init(arguments: [String] = ["--type", "mtty-2"]) throws {
+    public init(arguments: [String] = ["--type", "mtty-2"]) throws {
         path = directory.path + "/device.sock"
         var exe = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &exe, exe.count - 1)
@@ -110,7 +109,7 @@ final class ServerProcess {
     deinit { _ = terminate() }
 
     /// Open fds of the server process.
-    var openFDCount: Int {
+    public var openFDCount: Int {
         guard let directory = opendir("/proc/\(pid)/fd") else { return -1 }
         defer { closedir(directory) }
         var count = 0
@@ -119,7 +118,7 @@ final class ServerProcess {
     }
 
     /// Polls until the fd count settles at `expected` (the session thread cleans up asynchronously).
-    func waitForFDCount(_ expected: Int) -> Int {
+    public func waitForFDCount(_ expected: Int) -> Int {
         var count = openFDCount
         for _ in 0..<100 where count != expected {
             usleep(20_000)
@@ -129,7 +128,7 @@ final class ServerProcess {
     }
 
     /// SIGTERM; returns the exit status.
-    func terminate() -> CInt {
+    public func terminate() -> CInt {
         guard !reaped else { return 0 }
         reaped = true
         kill(pid, SIGTERM)

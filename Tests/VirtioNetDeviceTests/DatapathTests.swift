@@ -1,0 +1,154 @@
+import RegionEmulation
+import Testing
+import TestSupport
+import VfioUserProto
+import VirtioNetDevice
+import VirtioNetTestDriver
+
+@Suite("virtio-net datapath")
+struct DatapathTests {
+    @Test func transmittedFramesComeOutOfTheBackendByteForByte() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        let frames = [NetTestBed.frame(length: 60, seed: 1), NetTestBed.frame(length: 1514, seed: 2), NetTestBed.frame(length: 9014, seed: 3)]
+        #expect(try bed.driver.transmit(frames) == 3)
+        for frame in frames { #expect(try bed.wireReceive() == frame) }
+        #expect(try bed.driver.reclaimTransmitted(waitingFor: 3) == 3)
+        #expect(bed.model.statistics.transmittedFrames == 3)
+    }
+
+    @Test func indirectDescriptorsCarryFramesToo() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        let frame = NetTestBed.frame(length: 200, seed: 9)
+        try bed.driver.transmit([frame], indirect: true)
+        #expect(try bed.wireReceive() == frame)
+    }
+
+    @Test func receivedFramesArriveWithAHeaderInOneBuffer() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        try bed.driver.postReceiveBuffers(16)
+        let frames = [NetTestBed.frame(length: 60, seed: 4), NetTestBed.frame(length: 1514, seed: 5)]
+        frames.forEach(bed.wireSend)
+        let received = try bed.driver.receive(count: 2)
+        #expect(received.map(\.frame) == frames)
+        #expect(received.map(\.header.bufferCount) == [1, 1])
+        #expect(fired(bed.driver.vectors[1]) >= 1, "receive interrupts on MSI-X vector 1")
+    }
+
+    @Test func mergeableBuffersSpanOneFrameAcrossSeveral() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        try bed.driver.postReceiveBuffers(16, size: 512)
+        let frame = NetTestBed.frame(length: 1514, seed: 6)
+        bed.wireSend(frame)
+        let received = try bed.driver.receive(count: 1)
+        #expect(received.first?.frame == frame)
+        #expect(received.first?.header.bufferCount == 3) // 12 + 1514 bytes in 512-byte buffers
+    }
+
+    @Test func withoutMergeableBuffersAFrameTooBigForABufferIsDroppedAndTheBufferKept() throws {
+        let bed = try NetTestBed()
+        try bed.up(NetTestBed.defaultFeatures.subtracting(.netMergeableRxBuffers))
+        try bed.driver.postReceiveBuffers(4, size: 256)
+        bed.wireSend(NetTestBed.frame(length: 1514))
+        let small = NetTestBed.frame(length: 100, seed: 7)
+        bed.wireSend(small)
+        let received = try bed.driver.receive(count: 1)
+        #expect(received.map(\.frame) == [small])
+        #expect(bed.model.statistics.droppedFrames == 1)
+    }
+
+    @Test func framesWaitForBuffersInsteadOfBeingLost() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        let frames = (0..<8).map { NetTestBed.frame(length: 100, seed: UInt8($0)) }
+        frames.forEach(bed.wireSend)
+        try bed.driver.wait(milliseconds: 100)
+        try bed.driver.postReceiveBuffers(3)
+        var received = try bed.driver.receive(count: 3).map(\.frame)
+        try bed.driver.postReceiveBuffers(5)
+        received += try bed.driver.receive(count: 5).map(\.frame)
+        #expect(received == frames)
+    }
+
+    @Test func theControlQueueSetsFiltersAndTheMAC() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        try bed.driver.postReceiveBuffers(32)
+        #expect(try bed.driver.control(class: 0, command: 0, data: [0]) == 0) // promiscuous off
+        let multicast: [UInt8] = [0x33, 0x33, 0, 0, 0, 1]
+        let table = le(UInt32(0)) + le(UInt32(1)) + multicast
+        #expect(try bed.driver.control(class: 1, command: 0, data: table) == 0)
+        #expect(try bed.driver.control(class: 9, command: 9, data: []) == 1) // unknown class: error
+        let mine = NetTestBed.frame(length: 64, seed: 1)
+        let broadcast = NetTestBed.frame(to: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], length: 64, seed: 2)
+        let listed = NetTestBed.frame(to: multicast, length: 64, seed: 3)
+        let other = NetTestBed.frame(to: [0x52, 0x54, 0, 9, 9, 9], length: 64, seed: 4)
+        let unlisted = NetTestBed.frame(to: [0x01, 0, 0x5E, 0, 0, 0xFB], length: 64, seed: 5)
+        [other, mine, unlisted, broadcast, listed].forEach(bed.wireSend)
+        #expect(try bed.driver.receive(count: 3).map(\.frame) == [mine, broadcast, listed])
+        #expect(bed.model.statistics.filteredFrames == 2)
+        let newMAC: [UInt8] = [0x52, 0x54, 0x00, 0xAA, 0xBB, 0xCC]
+        #expect(try bed.driver.control(class: 1, command: 1, data: newMAC) == 0)
+        #expect(try bed.driver.config(0, count: 6) == newMAC)
+    }
+
+    @Test func aMalformedChainSetsNeedsResetAndAResetRecovers() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        // A transmit chain that loops back on itself.
+        let tx = bed.driver.tx!
+        tx.writeDescriptor(0, VirtqueueDescriptor(address: bed.driver.ram.base, length: 64, flags: VirtqueueDescriptor.flagNext, next: 1))
+        tx.writeDescriptor(1, VirtqueueDescriptor(address: bed.driver.ram.base, length: 64, flags: VirtqueueDescriptor.flagNext, next: 0))
+        tx.makeAvailable(0)
+        try bed.driver.kickIfNeeded(tx, since: 0, force: true)
+        #expect(fired(bed.driver.vectors[0], waitingMilliseconds: 3000) >= 1, "a config interrupt")
+        #expect(try bed.driver.status.contains(.needsReset))
+        // The driver resets and starts over; traffic flows again.
+        try bed.up()
+        let frame = NetTestBed.frame(length: 80)
+        try bed.driver.transmit([frame])
+        #expect(try bed.wireReceive() == frame)
+    }
+
+    @Test func aBufferOutsideEveryMappingSetsNeedsReset() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        bed.driver.tx.add([(0x7000_0000_0000, 64, false)])
+        try bed.driver.kickIfNeeded(bed.driver.tx, since: 0, force: true)
+        #expect(fired(bed.driver.vectors[0], waitingMilliseconds: 3000) >= 1)
+        #expect(try bed.driver.status.contains(.needsReset))
+    }
+
+    @Test func aResetInTheMiddleOfTrafficStopsTheDatapath() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        try bed.driver.postReceiveBuffers(64)
+        for i in 0..<50 { bed.wireSend(NetTestBed.frame(length: 1000, seed: UInt8(i))) }
+        try bed.driver.setStatus([])
+        #expect(try bed.driver.status.rawValue == 0)
+        let usedAfterReset = bed.driver.rx.usedIndex
+        try bed.driver.wait(milliseconds: 200)
+        #expect(bed.driver.rx.usedIndex == usedAfterReset, "nothing written to the rings after the reset")
+        try bed.up()
+        try bed.driver.postReceiveBuffers(8)
+        let frame = NetTestBed.frame(length: 70, seed: 99)
+        bed.wireSend(frame)
+        #expect(try bed.driver.receive(count: 1).last?.frame == frame)
+    }
+
+    @Test func everythingWorksWithMessageModeDMA() throws {
+        let bed = try NetTestBed(messageMode: true)
+        try bed.up()
+        try bed.driver.postReceiveBuffers(8)
+        let out = NetTestBed.frame(length: 1514, seed: 11)
+        try bed.driver.transmit([out])
+        #expect(try bed.wireReceive() == out)
+        let into = NetTestBed.frame(length: 700, seed: 12)
+        bed.wireSend(into)
+        #expect(try bed.driver.receive(count: 1).map(\.frame) == [into])
+        #expect(bed.driver.client.servedRequests > 0, "the device reached memory with DMA messages")
+    }
+}

@@ -1,0 +1,61 @@
+import RegionEmulation
+import SystemPackage
+import Testing
+import TestSupport
+import VfioUserProto
+import VirtioNetDevice
+import VirtioNetTestDriver
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A virtio-net device served on a real socket, a driver playing the guest, and the test's end of
+/// the datagram cable the device's backend is plugged into.
+final class NetTestBed {
+    static let mac: [UInt8] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
+    let directory = TemporaryDirectory()
+    let wire: DatagramBackend
+    let model: VirtioNetDevice
+    let server: TestServer
+    let driver: VirtioNetDriver
+
+    init(messageMode: Bool = false, queueSize: UInt16 = 256) throws {
+        wire = try DatagramBackend(local: directory.path + "/wire.sock", peer: directory.path + "/device.sock")
+        model = VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/device.sock", peer: directory.path + "/wire.sock"),
+                                mac: Self.mac, queueSize: queueSize)
+        server = try TestServer(model: model)
+        driver = try VirtioNetDriver(path: server.path, messageMode: messageMode)
+    }
+
+    static let defaultFeatures: VirtioFeatures = [.version1, .netMAC, .netStatus, .netMergeableRxBuffers, .netControlQueue,
+                                                  .netControlRx, .netControlMACAddress, .ringEventIndex, .ringIndirectDescriptors]
+
+    /// Negotiates and starts with MSI-X.
+    func up(_ features: VirtioFeatures = NetTestBed.defaultFeatures, useMSIX: Bool = true) throws {
+        #expect(try driver.negotiate(features))
+        try driver.start(useMSIX: useMSIX)
+    }
+
+    /// The next frame the device sent down the cable (serving DMA messages meanwhile).
+    func wireReceive(milliseconds: Int = 5000) throws -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 70_000)
+        let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+        while monotonicNanoseconds() < deadline {
+            let n = buffer.withUnsafeMutableBytes { wire.receive(into: $0) }
+            if let n { return Array(buffer[..<n]) }
+            try driver.wait(milliseconds: 1)
+        }
+        return nil
+    }
+
+    func wireSend(_ frame: [UInt8]) {
+        _ = frame.withUnsafeBytes { wire.send($0) }
+    }
+
+    /// An Ethernet frame of `length` bytes to `destination` with a recognisable payload.
+    static func frame(to destination: [UInt8] = NetTestBed.mac, length: Int, seed: UInt8 = 1) -> [UInt8] {
+        var frame = destination + [0x02, 0, 0, 0, 0, 0x01] + [0x88, 0xB5]
+        frame += (0..<(length - 14)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+        return frame
+    }
+}

@@ -1,0 +1,275 @@
+import SystemPackage
+import TestSupport
+import VfioUserProto
+import VirtioNetDevice
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Plays the guest's virtio-net driver against a vfio-user server, the way Linux's virtio_pci and
+/// virtio_net do it: finds the structures through the vendor capabilities, negotiates features,
+/// sets up the queues with MSI-X vectors, and moves frames.
+///
+/// Guest memory is a memfd mapped with DMA_MAP (with its fd, or without one in `messageMode`, when
+/// the device reaches it with DMA_READ/DMA_WRITE that this driver serves).
+public final class VirtioNetDriver {
+    public let client: VfioUserClient
+    public let ram: GuestRAM
+    public let messageMode: Bool
+    public private(set) var features: VirtioFeatures = []
+    public private(set) var rx: DriverQueue!
+    public private(set) var tx: DriverQueue!
+    public private(set) var ctrl: DriverQueue?
+    /// MSI-X eventfds: vector 0 config, 1 receive, 2 transmit, 3 control.
+    public private(set) var vectors: [OwnedFileDescriptor] = []
+    public private(set) var kicks = 0
+
+    // Where the structures are, from the capabilities.
+    public private(set) var structuresBAR = RegionIndex.bar4
+    public private(set) var commonOffset: UInt64 = 0
+    public private(set) var isrOffset: UInt64 = 0
+    public private(set) var deviceOffset: UInt64 = 0
+    public private(set) var notifyOffset: UInt64 = 0
+    public private(set) var notifyMultiplier: UInt64 = 0
+
+    public init(path: String, memorySize: Int = 16 << 20, messageMode: Bool = false) throws {
+        client = try VfioUserClient(path: path)
+        try client.negotiate()
+        ram = try GuestRAM(size: memorySize)
+        self.messageMode = messageMode
+        client.dmaHandler = ram.memfd.handler(at: ram.base)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: ram.base, size: UInt64(memorySize)),
+                          fd: messageMode ? nil : ram.memfd.fd.descriptor)
+        try findStructures()
+    }
+
+    // MARK: Discovery
+
+    /// Walks the capability list for the virtio structures (virtio 1.x §4.1.4).
+    func findStructures() throws {
+        let config = try client.read(.config, offset: 0, count: 256)
+        var next = Int(config[0x34])
+        var seen = 0
+        while next != 0 && seen < 48 {
+            seen += 1
+            if config[next] == 0x09 {
+                let type = config[next + 3]
+                let bar = RegionIndex.bar(Int(config[next + 4]))
+                let offset = UInt64(config[next + 8]) | UInt64(config[next + 9]) << 8 | UInt64(config[next + 10]) << 16 | UInt64(config[next + 11]) << 24
+                switch VirtioPCICapabilityType(rawValue: type) {
+                case .common: commonOffset = offset; structuresBAR = bar
+                case .isr: isrOffset = offset
+                case .device: deviceOffset = offset
+                case .notify:
+                    notifyOffset = offset
+                    notifyMultiplier = UInt64(config[next + 16]) | UInt64(config[next + 17]) << 8
+                default: break
+                }
+            }
+            next = Int(config[next + 1])
+        }
+    }
+
+    // MARK: Registers
+
+    public func common<T: FixedWidthInteger>(_ offset: UInt64, as: T.Type) throws -> T {
+        try client.read(structuresBAR, offset: commonOffset + offset, as: T.self)
+    }
+
+    public func setCommon<T: FixedWidthInteger>(_ offset: UInt64, _ value: T) throws {
+        try client.write(structuresBAR, offset: commonOffset + offset, value: value)
+    }
+
+    public var status: VirtioStatus { get throws { VirtioStatus(rawValue: try common(0x14, as: UInt8.self)) } }
+
+    public func setStatus(_ status: VirtioStatus) throws { try setCommon(0x14, status.rawValue) }
+
+    public func deviceFeatures() throws -> VirtioFeatures {
+        try setCommon(0x00, UInt32(0))
+        let low = UInt64(try common(0x04, as: UInt32.self))
+        try setCommon(0x00, UInt32(1))
+        let high = UInt64(try common(0x04, as: UInt32.self))
+        return VirtioFeatures(rawValue: low | high << 32)
+    }
+
+    public func config(_ offset: UInt64, count: Int) throws -> [UInt8] {
+        try client.read(structuresBAR, offset: deviceOffset + offset, count: count)
+    }
+
+    public func readISR() throws -> UInt8 { try client.read(structuresBAR, offset: isrOffset, as: UInt8.self) }
+
+    // MARK: Bring-up (virtio 1.x §3.1.1)
+
+    /// Resets, negotiates `wanted` (intersected with what the device offers), and returns whether
+    /// the device kept FEATURES_OK.
+    @discardableResult
+    public func negotiate(_ wanted: VirtioFeatures, exactly: Bool = false) throws -> Bool {
+        try setStatus([])
+        try setStatus(.acknowledge)
+        try setStatus([.acknowledge, .driver])
+        let chosen = exactly ? wanted : wanted.intersection(try deviceFeatures())
+        try writeDriverFeatures(chosen)
+        try setStatus([.acknowledge, .driver, .featuresOK])
+        features = chosen
+        return try status.contains(.featuresOK)
+    }
+
+    /// Writes the driver feature words as they are (tests use this to try refused sets).
+    public func writeDriverFeatures(_ chosen: VirtioFeatures) throws {
+        try setCommon(0x08, UInt32(0))
+        try setCommon(0x0C, UInt32(truncatingIfNeeded: chosen.rawValue))
+        try setCommon(0x08, UInt32(1))
+        try setCommon(0x0C, UInt32(truncatingIfNeeded: chosen.rawValue >> 32))
+    }
+
+    /// Sets up the receive, transmit (and control) queues with MSI-X vectors, then DRIVER_OK.
+    public func start(queueSize: UInt16 = 256, useMSIX: Bool = true) throws {
+        if useMSIX {
+            vectors = try (0..<4).map { _ in try OwnedFileDescriptor.eventfd(nonBlocking: true) }
+            // As QEMU does: enable MSI-X with SET_IRQS, one eventfd per vector.
+            try client.setIRQs(.msix, [.dataEventfd, .actionTrigger], start: 0, count: 4, fds: vectors.map(\.descriptor))
+            try setCommon(0x10, UInt16(0))
+        }
+        let eventIndex = features.contains(.ringEventIndex)
+        rx = try setUpQueue(0, size: queueSize, vector: useMSIX ? 1 : virtioNoVector, eventIndex: eventIndex)
+        tx = try setUpQueue(1, size: queueSize, vector: useMSIX ? 2 : virtioNoVector, eventIndex: eventIndex)
+        if features.contains(.netControlQueue) {
+            ctrl = try setUpQueue(2, size: 64, vector: useMSIX ? 3 : virtioNoVector, eventIndex: eventIndex)
+        }
+        try setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
+    }
+
+    func setUpQueue(_ index: UInt16, size: UInt16, vector: UInt16, eventIndex: Bool) throws -> DriverQueue {
+        try setCommon(0x16, index)
+        let maximum = try common(0x18, as: UInt16.self)
+        let queue = DriverQueue(index: Int(index), size: min(size, maximum), memory: ram, eventIndex: eventIndex)
+        try setCommon(0x18, queue.size)
+        try setCommon(0x1A, vector)
+        try setCommon(0x20, UInt32(truncatingIfNeeded: queue.descriptorTable))
+        try setCommon(0x24, UInt32(truncatingIfNeeded: queue.descriptorTable >> 32))
+        try setCommon(0x28, UInt32(truncatingIfNeeded: queue.availableRing))
+        try setCommon(0x2C, UInt32(truncatingIfNeeded: queue.availableRing >> 32))
+        try setCommon(0x30, UInt32(truncatingIfNeeded: queue.usedRing))
+        try setCommon(0x34, UInt32(truncatingIfNeeded: queue.usedRing >> 32))
+        try setCommon(0x1C, UInt16(1))
+        return queue
+    }
+
+    // MARK: Traffic
+
+    /// Kicks `queue` (a posted write of its index to its notification address) if the device asked.
+    public func kickIfNeeded(_ queue: DriverQueue, since old: UInt16, force: Bool = false) throws {
+        guard force || queue.needsKick(since: old) else { return }
+        kicks += 1
+        try client.write(structuresBAR, offset: notifyOffset + UInt64(queue.index) * notifyMultiplier, value: UInt16(queue.index), posted: true)
+    }
+
+    /// Queues frames for transmission (a virtio-net header, then the frame) and kicks once.
+    /// Returns how many were queued (limited by free descriptors).
+    @discardableResult
+    public func transmit(_ frames: [[UInt8]], header: VirtioNetHeader = VirtioNetHeader(), indirect: Bool = false) throws -> Int {
+        let old = tx.availableIndex
+        var queued = 0
+        for frame in frames {
+            guard tx.freeCount >= (indirect ? 1 : 2) else { break }
+            let headerAddress = ram.allocateRecycled(VirtioNetHeader.size)
+            var bytes = [UInt8](repeating: 0, count: VirtioNetHeader.size)
+            bytes.withUnsafeMutableBytes { header.store(into: $0) }
+            ram.write(headerAddress, bytes)
+            let data = ram.allocateRecycled(frame.count)
+            ram.write(data, frame)
+            let chain: [(address: UInt64, length: UInt32, writable: Bool)] = [(headerAddress, UInt32(VirtioNetHeader.size), false), (data, UInt32(frame.count), false)]
+            if indirect { tx.addIndirect(chain) } else { tx.add(chain, publish: false) }
+            queued += 1
+        }
+        tx.publishAvailable()
+        try kickIfNeeded(tx, since: old)
+        return queued
+    }
+
+    /// Posts `count` receive buffers of `size` bytes each (one writable descriptor per buffer, as
+    /// Linux does with mergeable buffers).
+    public func postReceiveBuffers(_ count: Int, size: Int = 2048) throws {
+        let old = rx.availableIndex
+        for _ in 0..<count {
+            guard rx.freeCount > 0 else { break }
+            let buffer = ram.allocate(size)
+            rx.add([(buffer, UInt32(size), true)], token: Int(buffer - ram.base), publish: false)
+        }
+        rx.publishAvailable()
+        try kickIfNeeded(rx, since: old)
+    }
+
+    /// A frame the device delivered: its header and the frame bytes, assembled from `num_buffers`.
+    public struct Received {
+        public let header: VirtioNetHeader
+        public let frame: [UInt8]
+    }
+
+    /// Collects delivered frames, waiting up to `milliseconds` for at least `count`.
+    public func receive(count: Int, milliseconds: Int = 5000) throws -> [Received] {
+        var frames: [Received] = []
+        var partial: (header: VirtioNetHeader, bytes: [UInt8], remaining: Int)?
+        let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+        while frames.count < count && monotonicNanoseconds() < deadline {
+            for used in rx.collectUsed() {
+                let bytes = ram.read(ram.base + UInt64(used.token), Int(used.length))
+                if var current = partial {
+                    current.bytes += bytes
+                    current.remaining -= 1
+                    partial = current
+                } else {
+                    let header = bytes.withUnsafeBytes { VirtioNetHeader($0) }
+                    partial = (header, Array(bytes.dropFirst(VirtioNetHeader.size)), Int(header.bufferCount) - 1)
+                }
+                if let current = partial, current.remaining <= 0 {
+                    frames.append(Received(header: current.header, frame: current.bytes))
+                    partial = nil
+                }
+            }
+            if frames.count < count { try wait(milliseconds: 5) }
+        }
+        return frames
+    }
+
+    /// Returns transmitted buffers; how many came back.
+    @discardableResult
+    public func reclaimTransmitted(waitingFor count: Int = 0, milliseconds: Int = 5000) throws -> Int {
+        var total = tx.collectUsed().count
+        let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+        while total < count && monotonicNanoseconds() < deadline {
+            try wait(milliseconds: 5)
+            total += tx.collectUsed().count
+        }
+        return total
+    }
+
+    /// Sends a control command, returns the device's ack byte.
+    public func control(class commandClass: UInt8, command: UInt8, data: [UInt8]) throws -> UInt8 {
+        guard let ctrl else { return 0xFF }
+        let request = ram.allocate(2 + data.count)
+        ram.write(request, [commandClass, command] + data)
+        let ack = ram.allocate(1)
+        ram.write(ack, [0xEE])
+        let old = ctrl.availableIndex
+        ctrl.add([(request, UInt32(2 + data.count), false), (ack, 1, true)])
+        try kickIfNeeded(ctrl, since: old)
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        while ctrl.collectUsed().isEmpty && monotonicNanoseconds() < deadline { try wait(milliseconds: 2) }
+        return ram.read(ack, 1)[0]
+    }
+
+    /// Sleeps, serving the device's DMA messages meanwhile in message mode.
+    public func wait(milliseconds: Int) throws {
+        if messageMode {
+            try client.serveRequests(milliseconds: Int32(milliseconds))
+        } else {
+            usleep(UInt32(milliseconds) * 1000)
+        }
+    }
+}
+
+extension GuestRAM {
+    /// A buffer for transmit data: allocated afresh (tests are short; the RAM is large enough).
+    func allocateRecycled(_ count: Int) -> UInt64 { allocate(max(count, 1), alignment: 16) }
+}
