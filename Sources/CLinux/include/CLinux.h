@@ -93,6 +93,11 @@ static inline unsigned int clinux_tun_f_tso_ecn(void) { return TUN_F_TSO_ECN; }
 static inline uint16_t clinux_load_acquire_u16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
 static inline void clinux_store_release_u16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
 
+/// Atomic bit operations on memory shared between threads (dirty-page bitmaps).
+static inline void clinux_atomic_or_u64(uint64_t *p, uint64_t bits) { __atomic_fetch_or(p, bits, __ATOMIC_RELAXED); }
+static inline uint64_t clinux_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint64_t clinux_atomic_and_u64(uint64_t *p, uint64_t bits) { return __atomic_fetch_and(p, bits, __ATOMIC_RELAXED); }
+
 /// Full memory barrier, for rings shared with another process (virtio used-ring publication).
 static inline void clinux_memory_barrier(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 

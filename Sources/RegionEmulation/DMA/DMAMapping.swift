@@ -1,3 +1,4 @@
+import CLinux
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -32,8 +33,10 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
 
     var pins = 0
     var removing = false
-    /// Pages written by the device since the bitmap was last cleared, at `DMASpace.pageSize`.
-    var dirty: [UInt64] = []
+    /// Pages written by the device since the bitmap was last cleared, one bit per `DMASpace.pageSize`
+    /// page; set and cleared with atomic operations, so writers need no lock.
+    let dirty: UnsafeMutablePointer<UInt64>
+    let dirtyWords: Int
 
     struct FileIdentity: Equatable {
         let device: UInt64
@@ -49,7 +52,13 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
         self.memoryOffset = memoryOffset
         self.fileOffset = fileOffset
         self.fileIdentity = fileIdentity
+        let pages = Int((size + UInt64(DMASpace.pageSize) - 1) / UInt64(DMASpace.pageSize))
+        dirtyWords = (pages + 63) / 64
+        dirty = .allocate(capacity: dirtyWords)
+        dirty.initialize(repeating: 0, count: dirtyWords)
     }
+
+    deinit { dirty.deallocate() }
 
     public var end: UInt64 { iova + size }
     public var isMessageMode: Bool { memory == nil }
@@ -58,14 +67,35 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
         memory!.base + memoryOffset + Int(address - iova)
     }
 
-    func markDirty(_ address: UInt64, _ length: Int, pageShift: Int) {
-        guard length > 0 else { return }
-        let pages = Int((size + (UInt64(1) << pageShift) - 1) >> pageShift)
-        if dirty.isEmpty { dirty = Array(repeating: 0, count: (pages + 63) / 64) }
-        let first = Int((address - iova) >> pageShift)
-        let last = Int((address - iova + UInt64(length) - 1) >> pageShift)
-        for page in first...last { dirty[page / 64] |= 1 << UInt64(page % 64) }
+    /// Marks `[address, address + length)` dirty. Lock-free: any thread, any time.
+    @usableFromInline
+    func markDirty(_ address: UInt64, _ length: Int) {
+        Self.markDirty(dirty, offset: address - iova, length)
     }
+
+    /// Sets the bits of the pages covering `[offset, offset + length)` of a mapping in `dirty`.
+    @inline(__always)
+    static func markDirty(_ dirty: UnsafeMutablePointer<UInt64>, offset: UInt64, _ length: Int) {
+        guard length > 0 else { return }
+        let first = Int(offset >> DMASpace.pageShift)
+        let last = Int((offset + UInt64(length) - 1) >> DMASpace.pageShift)
+        if first == last {
+            clinux_atomic_or_u64(dirty + first / 64, 1 << UInt64(first % 64))
+            return
+        }
+        var page = first
+        while page <= last {
+            let word = page / 64
+            let bit = page % 64
+            let span = min(64 - bit, last - page + 1)
+            let bits = span == 64 ? UInt64.max : ((UInt64(1) << UInt64(span)) - 1) << UInt64(bit)
+            clinux_atomic_or_u64(dirty + word, bits)
+            page += span
+        }
+    }
+
+    func isDirty(page: Int) -> Bool { clinux_atomic_load_u64(dirty + page / 64) & (1 << UInt64(page % 64)) != 0 }
+    func clearDirty(page: Int) { _ = clinux_atomic_and_u64(dirty + page / 64, ~(1 << UInt64(page % 64))) }
 }
 
 /// What the outside sees of a mapping.

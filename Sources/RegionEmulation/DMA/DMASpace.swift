@@ -234,7 +234,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 mapping.pins += 1
                 if access.contains(.write) {
                     let start = mapping.iova + UInt64(segment.baseAddress! - mapping.hostAddress(mapping.iova))
-                    mapping.markDirty(start, segment.count, pageShift: Self.pageShift)
+                    mapping.markDirty(start, segment.count)
                 }
             }
             return DMAPin(space: self, iova: iova, segments: segments, mappings: mappings)
@@ -244,6 +244,20 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// Runs `body` with the host buffer of `[iova, iova + length)`, pinned for the duration: the
     /// allocation-free path for device hot loops (a range within one mapping; one that spans
     /// mappings is pinned with `pin`). Writes mark the range dirty.
+    /// Pins the whole mapping that contains `iova`, for a device thread's translation cache. Nil for
+    /// a message-mode (fd-less) mapping, which cannot be pinned. Nothing is marked dirty: the holder
+    /// marks what it writes (`PinnedMapping.markDirty`).
+    public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
+        try lock.withLock { () throws(DMAError) in
+            guard let mapping = table.floor(iova)?.value, iova - mapping.iova < mapping.size, !mapping.removing else {
+                throw .notMapped(iova)
+            }
+            guard !mapping.isMessageMode else { return nil }
+            mapping.pins += 1
+            return PinnedMapping(pin: DMAPin(space: self, iova: mapping.iova, segments: [], mappings: [mapping]), mapping: mapping)
+        }
+    }
+
     /// Inlinable so that the generic body is specialised in the device's module.
     @inlinable
     public func withPinned<R>(_ iova: UInt64, length: Int, access: DMAAccess,
@@ -261,7 +275,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             guard !mapping.isMessageMode else { throw .messageMode(iova) }
             guard UInt64(length) <= mapping.end - iova else { throw .notMapped(mapping.end) }
             mapping.pins += 1
-            if access.contains(.write) { mapping.markDirty(iova, length, pageShift: Self.pageShift) }
+            if access.contains(.write) { mapping.markDirty(iova, length) }
             return (mapping, mapping.hostAddress(iova))
         }
     }
@@ -338,7 +352,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 let chunk = Int(min(UInt64(count - offset), mapping.end - address))
                 if !mapping.isMessageMode {
                     mapping.pins += 1
-                    if access.contains(.write) { mapping.markDirty(address, chunk, pageShift: Self.pageShift) }
+                    if access.contains(.write) { mapping.markDirty(address, chunk) }
                 }
                 return (mapping, chunk)
             }
@@ -351,7 +365,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                     done += piece
                 }
                 if access.contains(.write) {
-                    lock.withLock { mapping.markDirty(address, chunk, pageShift: Self.pageShift) }
+                    mapping.markDirty(address, chunk)
                 }
             } else {
                 defer { releaseOne(mapping) }
@@ -376,14 +390,14 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         let ratioShift = pageSize.trailingZeroBitCount - Self.pageShift
         lock.withLock {
             table.forEach { _, mapping in
-                guard mapping.end > iova, mapping.iova < iova &+ size, !mapping.dirty.isEmpty else { return }
+                guard mapping.end > iova, mapping.iova < iova &+ size else { return }
                 let mappingPages = Int((mapping.size + UInt64(Self.pageSize) - 1) >> Self.pageShift)
-                for page in 0..<mappingPages where mapping.dirty[page / 64] & (1 << UInt64(page % 64)) != 0 {
+                for page in 0..<mappingPages where mapping.isDirty(page: page) {
                     let address = mapping.iova + UInt64(page) << Self.pageShift
                     guard address >= iova || address + UInt64(Self.pageSize) > iova, address < iova &+ size else { continue }
                     let bit = Int((max(address, iova) - iova) >> Self.pageShift) >> ratioShift
                     if bit < pages { bitmap[bit / 64] |= 1 << UInt64(bit % 64) }
-                    if clear { mapping.dirty[page / 64] &= ~(1 << UInt64(page % 64)) }
+                    if clear { mapping.clearDirty(page: page) }
                 }
             }
         }
@@ -439,6 +453,21 @@ public final class DMAPin: @unchecked Sendable { // `released` is only touched u
     }
 
     deinit { release() }
+}
+
+/// A whole mapping pinned for a device thread: valid until `pin.release()`.
+public struct PinnedMapping: @unchecked Sendable { // The mapping's mutable state is only touched under the space's lock or atomically.
+    public let pin: DMAPin
+    let mapping: DMAMapping
+
+    public var iova: UInt64 { mapping.iova }
+    public var end: UInt64 { mapping.end }
+    public var flags: DMAMapFlags { mapping.flags }
+    /// The host address of `iova` (which must lie in the mapping).
+    @inlinable public func host(_ iova: UInt64) -> UnsafeMutableRawPointer { hostBase + Int(iova - self.iova) }
+    @usableFromInline var hostBase: UnsafeMutableRawPointer { mapping.hostAddress(mapping.iova) }
+    /// Marks device writes dirty (lock-free).
+    public func markDirty(_ iova: UInt64, _ length: Int) { mapping.markDirty(iova, length) }
 }
 
 /// How message-mode DMA reaches the client: DMA_READ / DMA_WRITE on its socket.
