@@ -24,15 +24,21 @@ public struct NetStatistics: Sendable, Equatable {
 /// into the backend and from the backend into the receive queue, and serves the control queue.
 ///
 /// The session thread only records kicks (a bit per queue, plus a wake-up when the thread sleeps)
-/// and starts and stops the datapath through an epoch it then waits for the thread to acknowledge,
-/// keeping the socket serviced meanwhile (`DMASpace.waitServicing`): the thread may be waiting on
-/// a DMA message only the session thread can complete. The thread never holds a lock while it
-/// touches guest memory.
+/// and starts and stops the datapath through an epoch. The thread never holds a lock while it
+/// touches guest memory, and checks the epoch before every access.
+///
+/// Starting does not wait. Stopping waits for the thread to acknowledge, keeping the socket
+/// serviced (`DMASpace.waitServicing`), but only briefly: with fd-less guest memory the thread may
+/// be inside a DMA message the client can only answer after the session replied to the very
+/// request (QEMU holds its big lock while a vCPU waits for that reply). The thread then stops at its
+/// next access, so at most the one DMA message already on the wire completes after the reset.
 final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic or under `lock`; the rest belongs to the thread.
     let backend: NetBackend
     let transport: VirtioPCITransport
     weak var device: VirtioNetDevice?
     private(set) var dma: DMASpace?
+    /// Pinned mappings for this thread's accesses (set once, at attach).
+    private var cache: DMATranslationCache?
 
     private let wakeup: OwnedFileDescriptor
     private let kicks = Atomic<UInt32>(0)
@@ -52,10 +58,21 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     private var tx: SplitVirtqueue?
     private var ctrl: SplitVirtqueue?
     private var broken = false
+    /// Chains reused for every packet (their arrays keep their capacity: no allocation per packet).
+    private var transmitChain = DescriptorChain(head: 0)
+    private var receiveChains = [DescriptorChain](repeating: DescriptorChain(head: 0), count: 64)
+    private var controlChain = DescriptorChain(head: 0)
+    /// The RX filter as last read from the device, and its version.
+    private var filter = RxFilter()
+    private var mac: [UInt8] = []
+    private var filterVersion = -1
     private let transmitBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
     private let receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
     /// Bytes of a received frame (with its header) waiting for guest buffers; 0 when none.
     private var pendingFrameLength = 0
+    /// The receive queue had no buffers at the last look: wait for the driver's kick, not for input
+    /// (a backend with frames waiting stays readable, and polling it would spin).
+    private var receiveStarved = false
 
     init(backend: NetBackend, transport: VirtioPCITransport) {
         self.backend = backend
@@ -69,7 +86,16 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         receiveBuffer.deallocate()
     }
 
-    func attach(dma: DMASpace) { self.dma = dma }
+    func attach(dma: DMASpace) {
+        self.dma = dma
+        cache = DMATranslationCache(dma: dma)
+        // The kernel's DMA-unmap notifier: give back the pins on an unmapped range at the next safe point.
+        dma.onUnmap { [weak self] _, _ in
+            guard let self else { return }
+            cache?.requestRelease()
+            try? wakeup.signalEventfd()
+        }
+    }
 
     var statistics: NetStatistics { counters.withLock { $0 } }
 
@@ -81,24 +107,31 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         if sleeping.load(ordering: .sequentiallyConsistent) { try? wakeup.signalEventfd() }
     }
 
-    /// DRIVER_OK: run with the negotiated features.
+    /// DRIVER_OK: run with the negotiated features (the thread picks them up; nothing waits).
     func start(features: VirtioFeatures) {
-        changeEpoch(features)
+        _ = changeEpoch(features)
     }
 
-    /// Reset: stop touching the rings, and return only once the thread has let go of them.
+    /// Reset: stop touching the rings. Returns once the thread let go of them, or after 100 ms
+    /// when it is inside a DMA message (see the type's comment).
     func stop() {
-        changeEpoch(nil)
+        let target = changeEpoch(nil)
+        let done = { self.acknowledgedEpoch.load(ordering: .sequentiallyConsistent) >= target }
+        if let dma { _ = dma.waitServicing(until: done, milliseconds: 100) } else { _ = pollUntil(done, milliseconds: 100) }
     }
 
-    private func changeEpoch(_ features: VirtioFeatures?) {
+    private func changeEpoch(_ features: VirtioFeatures?) -> Int {
         let target = lock.withLock { () -> Int in
             requestedFeatures = features
             return requestedEpoch.add(1, ordering: .sequentiallyConsistent).newValue
         }
         try? wakeup.signalEventfd()
-        let done = { self.acknowledgedEpoch.load(ordering: .sequentiallyConsistent) >= target }
-        if let dma { _ = dma.waitServicing(until: done) } else { _ = pollUntil(done, milliseconds: 10_000) }
+        return target
+    }
+
+    /// Whether a start or stop is waiting to be picked up: every guest-memory access checks it.
+    private var epochChanged: Bool {
+        requestedEpoch.load(ordering: .sequentiallyConsistent) != acknowledgedEpoch.load(ordering: .sequentiallyConsistent)
     }
 
     func terminate() {
@@ -110,6 +143,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
 
     private func run() {
         while !terminated.load(ordering: .sequentiallyConsistent) {
+            cache?.releaseIfRequested()
             applyEpoch()
             var worked = false
             if !broken, let memory {
@@ -118,6 +152,8 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                     if ctrl != nil, kicked & (1 << VirtioNetDevice.controlQueue) != 0 { try serveControl(memory) }
                     worked = try transmit(memory) || worked
                     worked = try receive(memory) || worked
+                } catch .stopped {
+                    continue // a start or stop is pending: apply it
                 } catch {
                     broken = true
                     transport.setNeedsReset()
@@ -127,7 +163,8 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         }
     }
 
-    /// Picks up a start or stop the session asked for; a stop drops the queues before acknowledging.
+    /// Picks up a start or stop the session asked for: drops the queues, acknowledges (from here on
+    /// accesses are allowed again), then sets up the new ones.
     private func applyEpoch() {
         let requested = requestedEpoch.load(ordering: .sequentiallyConsistent)
         guard requested != epoch else { return }
@@ -138,25 +175,27 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         memory = nil
         broken = false
         pendingFrameLength = 0
-        if let wanted, let dma {
-            features = wanted
-            memory = GuestMemory(dma: dma)
-            do {
-                rx = try queue(VirtioNetDevice.receiveQueue)
-                tx = try queue(VirtioNetDevice.transmitQueue)
-                if wanted.contains(.netControlQueue) { ctrl = try queue(VirtioNetDevice.controlQueue) }
-                if let memory {
-                    try rx?.setNotifications(true, memory)
-                    try tx?.setNotifications(true, memory)
-                    try ctrl?.setNotifications(true, memory)
-                }
-            } catch {
-                broken = true
-                transport.setNeedsReset()
-            }
-        }
+        receiveStarved = false
+        cache?.releaseAll() // no rings in use: an unmap need not wait for us
         epoch = requested
         acknowledgedEpoch.store(requested, ordering: .sequentiallyConsistent)
+        guard let wanted, let dma else { return }
+        features = wanted
+        let memory = GuestMemory(dma: dma, cache: cache) { [unowned self] in epochChanged }
+        self.memory = memory
+        do throws(VirtqueueError) {
+            rx = try queue(VirtioNetDevice.receiveQueue)
+            tx = try queue(VirtioNetDevice.transmitQueue)
+            if wanted.contains(.netControlQueue) { ctrl = try queue(VirtioNetDevice.controlQueue) }
+            try rx?.setNotifications(true, memory)
+            try tx?.setNotifications(true, memory)
+            try ctrl?.setNotifications(true, memory)
+        } catch .stopped {
+            return // superseded already; the next turn applies it
+        } catch {
+            broken = true
+            transport.setNeedsReset()
+        }
     }
 
     private func queue(_ index: Int) throws(VirtqueueError) -> SplitVirtqueue? {
@@ -173,7 +212,9 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         // A kick that came between our last look and `sleeping` going true must not be slept through.
         if kicks.load(ordering: .sequentiallyConsistent) != 0 || requestedEpoch.load(ordering: .sequentiallyConsistent) != epoch { return }
         var fds = [pollfd(fd: wakeup.rawValue, events: Int16(POLLIN), revents: 0)]
-        let wantInput = rx != nil && !broken && pendingFrameLength == 0
+        // Input is wanted only when the receive queue can take it (a frame already waiting for
+        // buffers, or no buffers at all, means waiting for the driver's kick instead).
+        let wantInput = rx != nil && !broken && pendingFrameLength == 0 && !receiveStarved
         if wantInput, let backendFD = backend.pollDescriptor { fds.append(pollfd(fd: backendFD, events: Int16(POLLIN), revents: 0)) }
         if wantInput && backend.pollDescriptor == nil { return } // a source always has input
         _ = poll(&fds, nfds_t(fds.count), -1)
@@ -189,27 +230,32 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         var done = 0
         while true {
             var pending: UInt16 = 0
-            while pending < 64, let chain = try queue.pop(memory) {
-                guard chain.writable.isEmpty else { throw .wrongDirection(head: chain.head) }
-                let length = chain.readableLength
+            var sent = 0, bytes = 0, dropped = 0
+            while pending < 64, try queue.pop(into: &transmitChain, memory) {
+                guard transmitChain.writable.isEmpty else { throw .wrongDirection(head: transmitChain.head) }
+                let length = transmitChain.readableLength
                 if length >= VirtioNetHeader.size && length <= transmitBuffer.count {
-                    let copied = try memory.gather(chain.readable, into: transmitBuffer)
+                    let copied = try memory.gather(transmitChain.readable, into: transmitBuffer)
                     let frame = backend.carriesVirtioHeader
                         ? UnsafeRawBufferPointer(rebasing: transmitBuffer[..<copied])
                         : UnsafeRawBufferPointer(rebasing: transmitBuffer[VirtioNetHeader.size ..< copied])
-                    let sent = backend.send(frame)
-                    counters.withLock { c in
-                        if sent {
-                            c.transmittedFrames += 1
-                            c.transmittedBytes += copied - VirtioNetHeader.size
-                        } else {
-                            c.droppedFrames += 1
-                        }
+                    if backend.send(frame) {
+                        sent += 1
+                        bytes += copied - VirtioNetHeader.size
+                    } else {
+                        dropped += 1
                     }
                 } else {
-                    counters.withLock { $0.droppedFrames += 1 }
+                    dropped += 1
                 }
-                try queue.addUsed(head: chain.head, length: 0, memory, pending: &pending)
+                try queue.addUsed(head: transmitChain.head, length: 0, memory, pending: &pending)
+            }
+            if sent > 0 || dropped > 0 {
+                counters.withLock { c in
+                    c.transmittedFrames += sent
+                    c.transmittedBytes += bytes
+                    c.droppedFrames += dropped
+                }
             }
             guard pending > 0 else {
                 // Idle: ask for a kick, then look once more for what raced with that request.
@@ -230,60 +276,77 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         guard var queue = rx else { return false }
         defer { rx = queue }
         let mergeable = features.contains(.netMergeableRxBuffers)
+        receiveStarved = false
+        refreshFilter()
         var delivered = 0
+        var receivedBytes = 0
         var pending: UInt16 = 0
         defer { if pending > 0, let published = try? publish(&queue, pending, memory), published { signal(VirtioNetDevice.receiveQueue) } }
         while delivered < 256 {
             if pendingFrameLength == 0 {
-                guard try queue.pendingCount(memory) > 0 else { break }
+                guard try queue.pendingCount(memory) > 0 else {
+                    receiveStarved = true
+                    break
+                }
                 guard let length = nextFrame() else { break }
                 pendingFrameLength = length
             }
             let mark = queue.lastAvailable
-            var chains: [DescriptorChain] = []
+            var chainCount = 0
             var capacity = 0
             while capacity < pendingFrameLength {
-                guard let chain = try queue.pop(memory) else { break }
-                guard chain.readable.isEmpty else { throw .wrongDirection(head: chain.head) }
-                chains.append(chain)
-                capacity += chain.writableLength
+                if chainCount == receiveChains.count { receiveChains.append(DescriptorChain(head: 0)) }
+                guard try queue.pop(into: &receiveChains[chainCount], memory) else { break }
+                guard receiveChains[chainCount].readable.isEmpty else { throw .wrongDirection(head: receiveChains[chainCount].head) }
+                capacity += receiveChains[chainCount].writableLength
+                chainCount += 1
                 if !mergeable { break }
             }
             if capacity < pendingFrameLength {
                 queue.rewind(to: mark)
-                if !mergeable && !chains.isEmpty {
+                if !mergeable && chainCount > 0 {
                     // A single buffer too small for this frame: drop the frame, keep the buffer.
                     pendingFrameLength = 0
                     counters.withLock { $0.droppedFrames += 1 }
                     continue
                 }
-                // Too few buffers: hold the frame until the driver adds some (it will kick).
+                // Too few buffers: hold the frame until the driver adds some (it will kick). Try
+                // again now only if more arrived than were just tried, or this would spin.
                 try queue.setNotifications(true, memory)
-                if try queue.pendingCount(memory) > 0 { continue }
+                if try queue.pendingCount(memory) > chainCount { continue }
+                receiveStarved = true
                 break
             }
             // num_buffers in the header: how many buffers this frame spans.
-            receiveBuffer.storeBytes(of: UInt16(chains.count).littleEndian, toByteOffset: 10, as: UInt16.self)
+            receiveBuffer.storeBytes(of: UInt16(chainCount).littleEndian, toByteOffset: 10, as: UInt16.self)
             var offset = 0
-            for chain in chains where offset < pendingFrameLength {
+            for index in 0..<chainCount where offset < pendingFrameLength {
                 let part = UnsafeRawBufferPointer(rebasing: receiveBuffer[offset ..< pendingFrameLength])
-                let written = try memory.scatter(part, into: chain.writable)
-                try queue.addUsed(head: chain.head, length: UInt32(written), memory, pending: &pending)
+                let written = try memory.scatter(part, into: receiveChains[index].writable)
+                try queue.addUsed(head: receiveChains[index].head, length: UInt32(written), memory, pending: &pending)
                 offset += written
                 if pending >= 64 {
                     if try publish(&queue, pending, memory) { signal(VirtioNetDevice.receiveQueue) }
                     pending = 0
                 }
             }
-            counters.withLock { c in
-                c.receivedFrames += 1
-                c.receivedBytes += pendingFrameLength - VirtioNetHeader.size
-            }
+            receivedBytes += pendingFrameLength - VirtioNetHeader.size
             pendingFrameLength = 0
             delivered += 1
         }
+        if delivered > 0 {
+            counters.withLock { c in
+                c.receivedFrames += delivered
+                c.receivedBytes += receivedBytes
+            }
+        }
         if delivered == 0 && pendingFrameLength == 0 {
             try queue.setNotifications(true, memory)
+            // Buffers added while we were asking for a kick would get none: look once more.
+            if receiveStarved, try queue.pendingCount(memory) > 0 {
+                receiveStarved = false
+                return true
+            }
         }
         return delivered > 0
     }
@@ -309,10 +372,17 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                 VirtioNetHeader().store(into: UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[..<VirtioNetHeader.size]))
                 length = VirtioNetHeader.size + n
             }
+            if filter.promiscuous { return length }
             let destination = UnsafeRawBufferPointer(rebasing: receiveBuffer[VirtioNetHeader.size ..< min(length, VirtioNetHeader.size + 6)])
-            if device?.accepts(destination: destination) ?? true { return length }
+            if filter.accepts(destination: destination, deviceMAC: mac) { return length }
             counters.withLock { $0.filteredFrames += 1 }
         }
+    }
+
+    /// Takes the device's filter when it changed (the control queue changes it, on another path).
+    private func refreshFilter() {
+        guard let device, device.filterVersion != filterVersion else { return }
+        (filter, mac, filterVersion) = device.filterSnapshot
     }
 
     // MARK: Control queue
@@ -321,7 +391,8 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         guard var queue = ctrl, let device else { return }
         defer { ctrl = queue }
         var served = false
-        while let chain = try queue.pop(memory) {
+        while try queue.pop(into: &controlChain, memory) {
+            let chain = controlChain
             var ack = VirtioNetDevice.controlError
             let length = chain.readableLength
             if length >= 2 && length <= 65536 && chain.writableLength >= 1 {

@@ -22,6 +22,8 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     struct NetState {
         var mac: [UInt8]
         var filter = RxFilter()
+        /// Bumped on every change of `mac` or `filter`: the datapath re-reads them only then.
+        var version = 0
     }
 
     /// `mac`: the station address reported in config space; `queueSize`: the largest ring the
@@ -47,6 +49,8 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
 
     public var mac: [UInt8] { state.withLock { $0.mac } }
     public var filter: RxFilter { state.withLock { $0.filter } }
+    var filterVersion: Int { state.withLock { $0.version } }
+    var filterSnapshot: (RxFilter, [UInt8], Int) { state.withLock { ($0.filter, $0.mac, $0.version) } }
     public var statistics: NetStatistics { datapath.statistics }
 
     // MARK: DeviceModel
@@ -118,7 +122,10 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     public func statusChanged(from old: VirtioStatus, to new: VirtioStatus) {
         if new.rawValue == 0 {
             datapath.stop()
-            state.withLock { $0.filter = RxFilter() }
+            state.withLock {
+                $0.filter = RxFilter()
+                $0.version += 1
+            }
             return
         }
         if new.contains(.featuresOK) && !old.contains(.featuresOK) {
@@ -140,6 +147,7 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
             guard features.contains(.netControlRx), data.count == 1 else { return Self.controlError }
             state.withLock { s in
                 if command == 0 { s.filter.promiscuous = data[0] != 0 } else { s.filter.allMulticast = data[0] != 0 }
+                s.version += 1
             }
             return Self.controlOK
         case (1, 0): // VIRTIO_NET_CTRL_MAC_TABLE_SET: unicast table, then multicast table
@@ -149,11 +157,15 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
             state.withLock { s in
                 s.filter.unicast = unicast
                 s.filter.multicast = multicast
+                s.version += 1
             }
             return Self.controlOK
         case (1, 1): // VIRTIO_NET_CTRL_MAC_ADDR_SET
             guard features.contains(.netControlMACAddress), data.count == 6 else { return Self.controlError }
-            state.withLock { $0.mac = data }
+            state.withLock {
+                $0.mac = data
+                $0.version += 1
+            }
             return Self.controlOK
         default:
             return Self.controlError
@@ -170,9 +182,6 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
         return (entries, data[(start + 4 + 6 * count)...])
     }
 
-    func accepts(destination: UnsafeRawBufferPointer) -> Bool {
-        state.withLock { $0.filter.accepts(destination: destination, deviceMAC: $0.mac) }
-    }
 }
 
 extension VirtioPCITransport {

@@ -43,13 +43,15 @@ public struct DescriptorChain: Sendable {
         }
     }
 
-    public let head: UInt16
+    public internal(set) var head: UInt16
     /// Buffers the device reads (driver to device), then buffers it writes: the spec's order.
     public var readable: [Buffer] = []
     public var writable: [Buffer] = []
 
     public var readableLength: Int { readable.reduce(0) { $0 + $1.length } }
     public var writableLength: Int { writable.reduce(0) { $0 + $1.length } }
+
+    public init(head: UInt16) { self.head = head }
 }
 
 /// A split virtqueue (virtio 1.x §2.7) in guest memory, reached through the DMA space: descriptor
@@ -76,6 +78,8 @@ public struct SplitVirtqueue: Sendable {
     public private(set) var usedIndex: UInt16 = 0
     /// The used index at the last interrupt decision (EVENT_IDX compares against it).
     private var lastSignalledUsed: UInt16 = 0
+    /// The driver's available index as last read.
+    public private(set) var availableSeen: UInt16 = 0
 
     public init(size: UInt16, descriptorTable: UInt64, availableRing: UInt64, usedRing: UInt64,
                 eventIndex: Bool, indirect: Bool) throws(VirtqueueError) {
@@ -97,6 +101,7 @@ public struct SplitVirtqueue: Sendable {
     /// Resumes a queue at saved indexes (migration).
     public mutating func restore(lastAvailable: UInt16, usedIndex: UInt16) {
         self.lastAvailable = lastAvailable
+        availableSeen = lastAvailable
         self.usedIndex = usedIndex
         lastSignalledUsed = usedIndex
     }
@@ -120,8 +125,10 @@ public struct SplitVirtqueue: Sendable {
     }
 
     /// How many chains the driver has made available and the device has not taken.
-    public func pendingCount(_ memory: GuestMemory) throws(VirtqueueError) -> Int {
+    public mutating func pendingCount(_ memory: GuestMemory) throws(VirtqueueError) -> Int {
+        try memory.checkStop()
         let available = try availableIndex(memory)
+        availableSeen = available
         let pending = available &- lastAvailable
         guard pending <= size else { throw .availableIndexJump(from: lastAvailable, to: available) }
         return Int(pending)
@@ -129,18 +136,34 @@ public struct SplitVirtqueue: Sendable {
 
     /// Takes the next available chain, or nil when the ring is empty.
     public mutating func pop(_ memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
-        guard try pendingCount(memory) > 0 else { return nil }
+        var chain = DescriptorChain(head: 0)
+        return try pop(into: &chain, memory) ? chain : nil
+    }
+
+    /// Takes the next available chain into `chain` (reusing its arrays: no allocation once they have
+    /// grown); false when the ring is empty.
+    public mutating func pop(into chain: inout DescriptorChain, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        guard try pendingCount(memory) > 0 else { return false }
         clinux_memory_barrier() // read the entries only after the index that covers them
         let head = try memory.load16(availableEntryAddress(lastAvailable))
-        let chain = try readChain(head: head, memory)
+        try readChain(head: head, into: &chain, memory)
         lastAvailable &+= 1
-        return chain
+        return true
     }
 
     /// Walks the chain starting at `head`, following indirect tables.
     public func readChain(head: UInt16, _ memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
-        guard head < size else { throw .headOutOfRange(head) }
         var chain = DescriptorChain(head: head)
+        try readChain(head: head, into: &chain, memory)
+        return chain
+    }
+
+    /// Walks the chain starting at `head` into `chain`, following indirect tables.
+    public func readChain(head: UInt16, into chain: inout DescriptorChain, _ memory: GuestMemory) throws(VirtqueueError) {
+        guard head < size else { throw .headOutOfRange(head) }
+        chain.head = head
+        chain.readable.removeAll(keepingCapacity: true)
+        chain.writable.removeAll(keepingCapacity: true)
         var total: UInt64 = 0
         var table = descriptorTable
         var tableSize = size
@@ -173,7 +196,7 @@ public struct SplitVirtqueue: Sendable {
                 guard chain.writable.isEmpty else { throw .wrongDirection(head: head) }
                 chain.readable.append(buffer)
             }
-            guard descriptor.hasNext else { return chain }
+            guard descriptor.hasNext else { return }
             guard descriptor.next < tableSize else { throw .nextOutOfRange(descriptor.next) }
             index = descriptor.next
         }
@@ -225,10 +248,12 @@ public struct SplitVirtqueue: Sendable {
     }
 
     /// Asks the driver to notify (kick) when it adds chains, or not to bother while the device polls.
-    /// With EVENT_IDX this writes `avail_event`; otherwise the used ring's NO_NOTIFY flag.
+    /// With EVENT_IDX this writes `avail_event`: the available index last seen, so that the next
+    /// chain the driver adds is kicked (as vhost does; the last one consumed would be wrong while
+    /// chains the device could not use yet are still pending). Otherwise the used ring's NO_NOTIFY flag.
     public func setNotifications(_ enabled: Bool, _ memory: GuestMemory) throws(VirtqueueError) {
         if eventIndex {
-            if enabled { try memory.store16(availableEventAddress, lastAvailable) }
+            if enabled { try memory.store16(availableEventAddress, max16(availableSeen, lastAvailable)) }
         } else {
             try memory.store16(usedRing, enabled ? 0 : Self.usedNoNotify)
         }
@@ -236,41 +261,79 @@ public struct SplitVirtqueue: Sendable {
     }
 }
 
-/// How a virtqueue reaches guest memory: through the DMA space, which copies from mmapped client
-/// memory or sends DMA_READ/DMA_WRITE for fd-less regions. All values are little-endian.
+/// The later of two free-running 16-bit indexes.
+func max16(_ a: UInt16, _ b: UInt16) -> UInt16 { Int16(bitPattern: a &- b) >= 0 ? a : b }
+
+/// How a virtqueue reaches guest memory. With a translation cache, mmapped guest memory is
+/// reached through pinned pointers (ring indexes with acquire/release ordering); fd-less memory
+/// through the DMA space's copies, i.e. DMA_READ / DMA_WRITE messages. All values little-endian.
+///
+/// `stopRequested` is asked before every access: once the device is told to stop, the datapath
+/// makes no further access, even in the middle of a chain.
 public struct GuestMemory: Sendable {
     public let dma: DMASpace
+    let cache: DMATranslationCache?
+    let stopRequested: @Sendable () -> Bool
 
-    public init(dma: DMASpace) { self.dma = dma }
+    public init(dma: DMASpace, cache: DMATranslationCache? = nil, stopRequested: @escaping @Sendable () -> Bool = { false }) {
+        self.dma = dma
+        self.cache = cache
+        self.stopRequested = stopRequested
+    }
 
+    /// A pointer to mmapped guest memory, or nil for a copy (which first checks for a stop: a DMA
+    /// message may take long). Pointer accesses are checked for a stop once per chain, in `check`.
+    @inline(__always)
+    private func host(_ address: UInt64, _ length: Int, _ access: DMAAccess) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        if let cache {
+            do {
+                if let p = try cache.host(address, length: length, access: access) { return p }
+            } catch { throw .memory(error) }
+        }
+        if stopRequested() { throw .stopped }
+        return nil
+    }
+
+    /// Throws `.stopped` when the device was told to stop.
+    @inline(__always)
+    func checkStop() throws(VirtqueueError) {
+        if stopRequested() { throw .stopped }
+    }
+
+    /// A ring index or flags word: an acquire load.
     func load16(_ address: UInt64) throws(VirtqueueError) -> UInt16 {
+        if let p = try host(address, 2, .read) { return UInt16(littleEndian: clinux_load_acquire_u16(p)) }
         var value: UInt16 = 0
-        try read(address, into: &value)
+        try copy(from: address, into: &value)
         return UInt16(littleEndian: value)
     }
 
+    /// A ring index or event word: a release store.
     func store16(_ address: UInt64, _ value: UInt16) throws(VirtqueueError) {
-        try write(address, value.littleEndian)
+        if let p = try host(address, 2, .write) { clinux_store_release_u16(p, value.littleEndian); return }
+        try copy(value.littleEndian, to: address)
     }
 
     func store32(_ address: UInt64, _ value: UInt32) throws(VirtqueueError) {
-        try write(address, value.littleEndian)
+        if let p = try host(address, 4, .write) { p.storeBytes(of: value.littleEndian, as: UInt32.self); return }
+        try copy(value.littleEndian, to: address)
     }
 
     func descriptor(_ address: UInt64) throws(VirtqueueError) -> VirtqueueDescriptor {
+        if let p = try host(address, 16, .read) { return VirtqueueDescriptor(UnsafeRawBufferPointer(start: p, count: 16)) }
         var bytes: (UInt64, UInt64) = (0, 0)
-        try read(address, into: &bytes)
+        try copy(from: address, into: &bytes)
         return withUnsafeBytes(of: &bytes) { VirtqueueDescriptor($0) }
     }
 
-    private func read<T>(_ address: UInt64, into value: inout T) throws(VirtqueueError) {
+    private func copy<T>(from address: UInt64, into value: inout T) throws(VirtqueueError) {
         let failure: DMAError? = withUnsafeMutableBytes(of: &value) { raw in
             do throws(DMAError) { try dma.read(address, into: raw); return nil } catch { return error }
         }
         if let failure { throw .memory(failure) }
     }
 
-    private func write<T>(_ address: UInt64, _ value: T) throws(VirtqueueError) {
+    private func copy<T>(_ value: T, to address: UInt64) throws(VirtqueueError) {
         var value = value
         let failure: DMAError? = withUnsafeBytes(of: &value) { raw in
             do throws(DMAError) { try dma.write(address, from: raw); return nil } catch { return error }
@@ -284,8 +347,12 @@ public struct GuestMemory: Sendable {
         for buffer in buffers {
             let count = min(buffer.length, destination.count - offset)
             guard count > 0 else { break }
-            do { try dma.read(buffer.address, into: UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])) }
-            catch { throw .memory(error) }
+            if let p = try host(buffer.address, count, .read) {
+                (destination.baseAddress! + offset).copyMemory(from: p, byteCount: count)
+            } else {
+                do { try dma.read(buffer.address, into: UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])) }
+                catch { throw .memory(error) }
+            }
             offset += count
         }
         return offset
@@ -314,8 +381,12 @@ public struct GuestMemory: Sendable {
         var offset = 0
         for buffer in buffers where offset < source.count {
             let count = min(buffer.length, source.count - offset)
-            do { try dma.write(buffer.address, from: UnsafeRawBufferPointer(rebasing: source[offset ..< offset + count])) }
-            catch { throw .memory(error) }
+            if let p = try host(buffer.address, count, .write) {
+                p.copyMemory(from: source.baseAddress! + offset, byteCount: count)
+            } else {
+                do { try dma.write(buffer.address, from: UnsafeRawBufferPointer(rebasing: source[offset ..< offset + count])) }
+                catch { throw .memory(error) }
+            }
             offset += count
         }
         return offset

@@ -23,6 +23,8 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
     case badLayout(String)
     /// The ring or a buffer is outside any DMA mapping (or the mapping forbids the access).
     case memory(DMAError)
+    /// The device is being reset or stopped: the access was not made (not the driver's fault).
+    case stopped
 
     public var description: String {
         switch self {
@@ -37,6 +39,7 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
         case let .wrongDirection(head): "chain \(head): descriptor direction"
         case let .badLayout(why): "queue layout: \(why)"
         case let .memory(error): "guest memory: \(error)"
+        case .stopped: "stopped"
         }
     }
 }
