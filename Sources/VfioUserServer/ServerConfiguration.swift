@@ -15,7 +15,7 @@ public struct ServerConfiguration: Sendable {
     public var writeMultiple = true
     /// The highest minor version this server speaks (VERSION replies min(client's, this)).
     public var minorVersion: UInt16 = 2
-    /// Which DMA_READ/DMA_WRITE layout to use; `nil` chooses per client (see `DMATransferLayout.forClient`).
+    /// Which DMA_READ/DMA_WRITE layout to use; `nil` asks each client with a probe (see `SessionDMAChannel`).
     public var dmaLayout: DMATransferLayout?
     /// Print one line per message in both directions.
     public var trace = false

@@ -21,8 +21,6 @@ extension VfioUserClient {
         payload.encode(into: &writer)
         let reply = try request(.version, payload: writer.bytes)!
         let version = try decode(reply.payload) { (r: inout ByteReader) throws(ProtocolError) in try VersionPayload(decoding: &r) }
-        // Speak the DMA_READ/WRITE layout a server picks for a client with these capabilities.
-        if let proposed = try? VersionCapabilities(json: payload.json) { dmaLayout = .forClient(proposed) }
         do throws(ProtocolError) { serverCapabilities = try VersionCapabilities(json: version.json) } catch { throw .decoding(error) }
         return version
     }

@@ -17,12 +17,14 @@ public final class VfioUserClient {
     public internal(set) var serverCapabilities = VersionCapabilities()
     /// Serves the server's DMA_READ / DMA_WRITE. Set before traffic that needs it.
     public var dmaHandler: DMARequestHandler?
-    /// The DMA_READ/WRITE layout this client speaks (QEMU's or the spec's, fact sheet §6.5).
+    /// The DMA_READ/WRITE layout this client speaks (the spec's, or the older QEMU one; §6.5).
     public var dmaLayout: DMATransferLayout = .spec
     /// Receives one line per message, both directions, when set.
     public var trace: ((String) -> Void)?
     /// Server requests answered so far.
     public internal(set) var servedRequests = 0
+    /// Messages this client sent (requests and replies).
+    public var messagesSent: Int { sender.sentCount }
 
     public init(socket: OwnedFileDescriptor, maxMessageSize: Int = (1 << 20) + 4096) {
         self.socket = socket

@@ -86,9 +86,10 @@ public struct DMAUnmapFlags: OptionSet, Hashable, Sendable {
 
 /// The fixed part of DMA_READ / DMA_WRITE, sent by the server to reach client memory that has no fd.
 ///
-/// The two peers disagree on it (fact sheet §6.5): the spec and libvfio-user use
-/// `{u64 address; u64 count}` (data at payload offset 16, a WRITE reply echoes both fields), QEMU's
-/// `VFIOUserDMARW` is `{u64 offset; u32 count}` (data at 12, a WRITE reply is header-only).
+/// Two layouts exist (fact sheet §6.5): the spec's and libvfio-user's `{u64 address; u64 count}`
+/// (data at payload offset 16, a WRITE reply echoes both fields), which QEMU 11.1.3 as tested here
+/// also speaks, and the `{u64 offset; u32 count}` of QEMU's hw/vfio-user sources (data at 12, a
+/// WRITE reply header-only).
 public struct DMATransferHeader: Equatable, Sendable {
     public var address: UInt64
     public var count: UInt64
@@ -119,7 +120,7 @@ public struct DMATransferHeader: Equatable, Sendable {
 public enum DMATransferLayout: Sendable, Equatable {
     /// The spec's and libvfio-user's: 16-byte fixed part, WRITE replies echo it.
     case spec
-    /// QEMU's `hw/vfio-user`: 12-byte fixed part, WRITE replies are header-only.
+    /// The `VFIOUserDMARW` of QEMU's hw/vfio-user sources: 12-byte fixed part, header-only WRITE replies.
     case qemu
 
     public var fixedSize: Int {
@@ -127,13 +128,5 @@ public enum DMATransferLayout: Sendable, Equatable {
         case .spec: 16
         case .qemu: 12
         }
-    }
-}
-
-extension DMATransferLayout {
-    /// QEMU's client proposes `migration.max_bitmap_size`, a migration-v1 key no other client sends;
-    /// such a client gets QEMU's DMA_READ/WRITE layout, every other client the spec's.
-    public static func forClient(_ capabilities: VersionCapabilities) -> DMATransferLayout {
-        capabilities.migration?.maxBitmapSize != nil ? .qemu : .spec
     }
 }

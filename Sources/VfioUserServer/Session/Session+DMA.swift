@@ -11,6 +11,7 @@ extension Session {
         try requireArgsz(request.argsz, atLeast: DMAMapRequest.size, .dmaMap)
         guard fds.count <= 1 else { throw SessionError.malformed("DMA_MAP with \(fds.count) fds") }
         try device.dma.map(request, fd: fds.first)
+        if fds.isEmpty { mapsWithoutFD += 1 } else { mapsWithFD += 1 }
     }
 
     /// DMA_UNMAP: exact match (or ALL). The reply echoes the request; it is sent only after device

@@ -25,8 +25,7 @@ extension Session {
             VersionPayload(major: 0, minor: min(version.minor, configuration.minorVersion), json: offered.json).encode(into: &reply)
             negotiated = true
             writeMultipleEnabled = offered.writeMultiple == true
-            let layout = configuration.dmaLayout ?? .forClient(clientCapabilities)
-            dmaChannel.configure(layout: layout, maxTransferSize: clientCapabilities.effectiveMaxDataTransferSize)
+            dmaChannel.configure(layout: configuration.dmaLayout, maxTransferSize: clientCapabilities.effectiveMaxDataTransferSize)
             device.dma.setMessageChannel(dmaChannel)
         } catch {
             closeAfterReply = true

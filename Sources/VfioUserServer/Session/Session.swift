@@ -46,7 +46,7 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         self.name = name
         receiver = MessageReceiver(socket: socket.descriptor, maxMessageSize: configuration.maxMessageSize)
         sender = MessageSender(socket: socket.descriptor)
-        dmaChannel = SessionDMAChannel(sender: sender, timeoutMilliseconds: configuration.dmaReplyTimeoutMilliseconds)
+        dmaChannel = SessionDMAChannel(sender: sender, timeoutMilliseconds: configuration.dmaReplyTimeoutMilliseconds, name: name)
         dmaChannel.sessionThread = currentThreadID()
         dmaChannel.pump = { [unowned self] condition, milliseconds in pumpUntil(condition, milliseconds: milliseconds) }
     }
@@ -79,7 +79,13 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         UnixSocket.shutdown(socket)
     }
 
+    /// DMA_MAPs seen, with and without an fd.
+    var mapsWithFD = 0
+    var mapsWithoutFD = 0
+
     private func end() {
+        ServerLog.info("\(name): session summary: \(handledCount) messages handled, \(dmaChannel.messagesSent) DMA messages sent, "
+                       + "\(mapsWithFD) DMA maps with an fd, \(mapsWithoutFD) without")
         dmaChannel.close()
         device.connectionLost()
         UnixSocket.shutdown(socket)

@@ -8,6 +8,12 @@ import Glibc
 /// Message-mode DMA for one session: DMA_READ / DMA_WRITE sent to the client on the session's
 /// socket, their replies routed back by message id.
 ///
+/// Which layout the client speaks is asked, not guessed (fact sheet §6.5): before the first message
+/// a zero-length DMA_WRITE goes out in the 32-byte form, which is valid in both layouts. A client
+/// with the spec's layout (libvfio-user's, and QEMU 11.1.3 as tested here: u64 count, data at 16)
+/// answers it with an echo of address and count; one with the `{u64 offset; u32 count}` layout in
+/// QEMU's hw/vfio-user sources (data at 12) answers header-only.
+///
 /// Device threads call `read`/`write` and sleep until the session thread, the socket's only reader,
 /// delivers the reply, so server requests and the client's own commands never tangle. A call from
 /// the session thread itself is refused (EDEADLK): QEMU serves these requests from its main loop
@@ -15,12 +21,15 @@ import Glibc
 /// would deadlock it until its 5-second timeout.
 final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All mutable state under `lock`.
     private let sender: MessageSender
+    private let name: String
     private let lock = ConditionLock()
+    private var sent = 0
     private let timeoutMilliseconds: Int
     private var pending: [UInt16: Pending] = [:]
     private var nextID: UInt16 = 0
     private var closed = false
-    private var _layout: DMATransferLayout = .spec
+    /// nil until the probe (or the configuration) said.
+    private var _layout: DMATransferLayout?
     private var _maxTransferSize = 1 << 20
     var sessionThread: pthread_t?
     /// Keeps the session's socket serviced while the session thread waits (set by the session).
@@ -30,24 +39,42 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         var reply: (MessageHeader, [UInt8])?
     }
 
-    init(sender: MessageSender, timeoutMilliseconds: Int) {
+    init(sender: MessageSender, timeoutMilliseconds: Int, name: String) {
         self.sender = sender
+        self.name = name
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
-    func configure(layout: DMATransferLayout, maxTransferSize: Int) {
+    /// `layout` nil: find out with the probe at the first message.
+    func configure(layout: DMATransferLayout?, maxTransferSize: Int) {
         lock.withLock {
             _layout = layout
             _maxTransferSize = maxTransferSize
         }
     }
 
-    var layout: DMATransferLayout { lock.withLock { _layout } }
+    /// The layout in use, as far as known (the tracer's view; `.spec` before the probe).
+    var layout: DMATransferLayout { lock.withLock { _layout } ?? .spec }
+
+    /// The client's layout, probing it the first time.
+    private func resolvedLayout(probing address: UInt64) throws(DMAError) -> DMATransferLayout {
+        if let known = lock.withLock({ _layout }) { return known }
+        let (header, payload) = try send(.dmaWrite, address: address, count: 0, data: UnsafeRawBufferPointer(start: nil, count: 0),
+                                         layout: .qemu) // the 32-byte form: a valid message in either layout
+        let detected: DMATransferLayout = header.flags.contains(.error) || payload.count >= 16 ? .spec : .qemu
+        let first = lock.withLock { () -> Bool in
+            guard _layout == nil else { return false }
+            _layout = detected
+            return true
+        }
+        if first { ServerLog.info("\(name): message-mode DMA: the client speaks the \(detected == .spec ? "spec's" : "older QEMU") DMA_READ/WRITE layout") }
+        return detected
+    }
     var maxTransferSize: Int { lock.withLock { _maxTransferSize } }
 
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        let layout = self.layout
-        let (header, payload) = try exchange(.dmaRead, address: address, count: buffer.count, data: nil)
+        let layout = try resolvedLayout(probing: address)
+        let (header, payload) = try exchange(.dmaRead, address: address, count: buffer.count, data: nil, layout: layout)
         // QEMU: data at payload offset 12 (its struct is 32 bytes with tail padding); spec: at 16.
         let dataOffset = layout.fixedSize
         guard payload.count >= dataOffset + buffer.count else {
@@ -60,9 +87,9 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
     }
 
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
-        let layout = self.layout
-        let (_, payload) = try exchange(.dmaWrite, address: address, count: data.count, data: data)
-        // QEMU answers header-only; the spec's reply echoes address and count.
+        let layout = try resolvedLayout(probing: address)
+        let (_, payload) = try exchange(.dmaWrite, address: address, count: data.count, data: data, layout: layout)
+        // The older QEMU layout answers header-only; the spec's reply echoes address and count.
         if layout == .spec { try checkEcho(payload, address: address, count: data.count, layout: layout) }
     }
 
@@ -76,23 +103,33 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         }
     }
 
-    /// Sends one request and waits for its reply.
-    private func exchange(_ command: Command, address: UInt64, count: Int,
-                          data: UnsafeRawBufferPointer?) throws(DMAError) -> (MessageHeader, [UInt8]) {
+    /// Sends one request and waits for its reply; an error reply throws.
+    private func exchange(_ command: Command, address: UInt64, count: Int, data: UnsafeRawBufferPointer?,
+                          layout: DMATransferLayout) throws(DMAError) -> (MessageHeader, [UInt8]) {
+        let reply = try send(command, address: address, count: count, data: data, layout: layout)
+        if reply.0.flags.contains(.error) {
+            throw .channel(Errno(rawValue: CInt(bitPattern: reply.0.error)), "client refused \(command) #\(reply.0.id)")
+        }
+        return reply
+    }
+
+    /// Sends one request and waits for its reply, error replies included.
+    private func send(_ command: Command, address: UInt64, count: Int, data: UnsafeRawBufferPointer?,
+                      layout: DMATransferLayout) throws(DMAError) -> (MessageHeader, [UInt8]) {
         if let sessionThread, pthread_equal(sessionThread, pthread_self()) != 0 {
             throw .channel(Errno(rawValue: EDEADLK), "message-mode DMA from the session thread")
         }
-        let layout = self.layout
         let entry = Pending()
         let id: UInt16 = try lock.withLock { () throws(DMAError) in
             guard !closed else { throw .channel(.socketNotConnected, "client gone") }
+            sent += 1
             nextID &+= 1
             pending[nextID] = entry
             return nextID
         }
         var writer = ByteWriter(capacity: 64 + (data?.count ?? 0))
-        // QEMU checks `size >= sizeof(VFIOUserDMARW)` (32) and, for a write, `count <= size - 32`:
-        // its layout carries 4 bytes of tail padding after the data.
+        // In the older QEMU layout the struct is 32 bytes (`size >= 32`, a write's `count <= size - 32`):
+        // 4 bytes of tail padding follow the data.
         let padding = layout == .qemu ? 4 : 0
         let payloadSize = layout.fixedSize + (data?.count ?? 0) + padding
         MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size + payloadSize)).encode(into: &writer)
@@ -118,9 +155,6 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         guard let reply else {
             throw .channel(closed ? .socketNotConnected : .timedOut, "no reply to \(command) #\(id)")
         }
-        if reply.0.flags.contains(.error) {
-            throw .channel(Errno(rawValue: CInt(bitPattern: reply.0.error)), "client refused \(command) #\(id)")
-        }
         return reply
     }
 
@@ -142,6 +176,9 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
             lock.broadcast()
         }
     }
+
+    /// DMA_READ/DMA_WRITE messages sent so far.
+    var messagesSent: Int { lock.withLock { sent } }
 
     /// The client went away: every waiter fails with ENOTCONN.
     func close() {
