@@ -3,6 +3,7 @@ import RegionEmulation
 import SystemPackage
 import VfioUserProto
 import VfioUserServer
+import VirtioNetDevice
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,11 +33,40 @@ struct Serve: ParsableCommand {
     @Flag(name: .long, help: "Print every message in both directions, one decoded line each, on standard error.")
     var trace = false
 
+    @Option(name: .long, help: ArgumentHelp("virtio-net: attach to this TAP interface (created if missing).", valueName: "name"))
+    var tap: String?
+
+    @Option(name: .long, help: ArgumentHelp("virtio-net: a UNIX datagram cable, frames to PEER, from LOCAL.", valueName: "local,peer"))
+    var datagram: String?
+
+    @Option(name: .long, help: ArgumentHelp("virtio-net: the MAC address.", valueName: "xx:xx:xx:xx:xx:xx"))
+    var mac: String?
+
+    @Option(name: .customLong("param"), help: ArgumentHelp("A device parameter (repeatable), e.g. backend=sink.", valueName: "key=value"))
+    var parameters: [String] = []
+
+    /// --tap, --datagram, --mac and every --param, as the type's parameters.
+    var deviceParameters: [String: String] {
+        var result: [String: String] = [:]
+        for parameter in parameters {
+            let pair = parameter.split(separator: "=", maxSplits: 1).map(String.init)
+            result[pair[0]] = pair.count > 1 ? pair[1] : ""
+        }
+        if let tap { result["tap"] = tap }
+        if let datagram { result["datagram"] = datagram }
+        if let mac { result["mac"] = mac }
+        return result
+    }
+
     func validate() throws {
         guard DeviceCatalog.entry(type) != nil else {
             throw ValidationError("unknown device type '\(type)'; known: \(DeviceCatalog.names.joined(separator: ", "))")
         }
         if socketPath != nil && fd != nil { throw ValidationError("--socket-path and --fd exclude each other") }
+        let known = DeviceCatalog.entry(type)!.parameters
+        for key in deviceParameters.keys where known[key] == nil {
+            throw ValidationError("\(type) has no parameter '\(key)'" + (known.isEmpty ? "" : "; it knows: \(known.keys.sorted().joined(separator: ", "))"))
+        }
     }
 
     static func defaultSocketPath(for type: String) -> String {
@@ -48,7 +78,9 @@ struct Serve: ParsableCommand {
         let entry = DeviceCatalog.entry(type)!
         var configuration = ServerConfiguration()
         configuration.trace = trace
-        let device = EmulatedDevice(model: entry.make(), maxDMAMappings: configuration.maxDMAMaps)
+        let model: DeviceModel
+        do { model = try entry.make(deviceParameters, type) } catch { throw ValidationError("\(error)") }
+        let device = EmulatedDevice(model: model, maxDMAMappings: configuration.maxDMAMaps)
 
         if let fd {
             let socket = OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd))
@@ -74,6 +106,9 @@ struct Serve: ParsableCommand {
         let endpoint = try DeviceEndpoint(path: path, device: device, configuration: configuration, name: type)
         endpoint.start()
         printAttachInstructions(path: path, summary: entry.summary)
+        if let net = model as? VirtioNetDevice {
+            print("  MAC " + net.mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":") + ", backend \(net.backend.description)")
+        }
         let signal = ProcessSignals.waitForTermination()
         ServerLog.info("signal \(signal): stopping")
         endpoint.stop()
