@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "vfio-user-bench",
             dependencies: [
-                "VfioUserServer", "RegionEmulation", "CLinux",
+                "VfioUserServer", "RegionEmulation", "CLinux", "VirtioNetDevice", "VirtioNetTestDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

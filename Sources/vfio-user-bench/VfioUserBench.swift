@@ -10,7 +10,7 @@ struct VfioUserBench: ParsableCommand {
         The reference is ../shared/tools/vfu-bench.c (an independent C client, compiled on the fly \
         with gcc): its `echo` peer answers without doing any work and marks the socket's own limit.
         """,
-        subcommands: [DMABenchmark.self]
+        subcommands: [DMABenchmark.self, VirtioBenchmark.self]
     )
 }
 
