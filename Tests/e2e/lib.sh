@@ -22,6 +22,7 @@ e2e_setup() {
   mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
   server_pids=()
+  helper_pids=()
   trap e2e_cleanup EXIT
   KERNEL=$(cd "$ROOT" && ls boot/vmlinuz-* | head -1)
   KVERSION=${KERNEL#boot/vmlinuz-}
@@ -29,14 +30,27 @@ e2e_setup() {
 
 e2e_cleanup() {
   for pid in "${server_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
-  wait 2>/dev/null
+  for pid in "${helper_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
+  for pid in "${server_pids[@]:-}" "${helper_pids[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null; done
+  [ -n "${E2E_NETNS:-}" ] && ip netns del "$E2E_NETNS" 2>/dev/null
   if [ -n "${E2E_KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 
-# server_start SOCKETNAME ARGS...: starts the server on $work/SOCKETNAME, waits for the socket.
+# netns_create: a network namespace for the test's traffic (deleted on exit); in_netns runs in it.
+netns_create() {
+  E2E_NETNS=vfu-e2e-$$
+  ip netns add "$E2E_NETNS"
+  ip netns exec "$E2E_NETNS" ip link set lo up
+}
+in_netns() { ip netns exec "$E2E_NETNS" "$@"; }
+
+# server_start SOCKETNAME ARGS...: starts the server on $work/SOCKETNAME (inside the test's
+# network namespace if there is one), waits for the socket.
 server_start() {
   local name=$1; shift
-  "$SERVER_BIN" "$@" --socket-path "$work/$name" >"$work/server-$name.log" 2>&1 &
+  local prefix=()
+  [ -n "${E2E_NETNS:-}" ] && prefix=(ip netns exec "$E2E_NETNS")
+  "${prefix[@]}" "$SERVER_BIN" "$@" --socket-path "$work/$name" >"$work/server-$name.log" 2>&1 &
   server_pids+=($!)
   for _ in $(seq 100); do [ -S "$work/$name" ] && return 0; sleep 0.1; done
   cat "$work/server-$name.log" >&2
