@@ -42,8 +42,8 @@ struct VirtioBenchmark: ParsableCommand {
                 let result = try measure(direction: direction, frameSize: size, directory: directory)
                 let gbits = result.packetsPerSecond * Double(size) * 8 / 1e9
                 print("  " + pad(direction.uppercased(), 9) + "  " + pad(String(size), 5) + "  " + pad(formatRate(result.packetsPerSecond), 11)
-                      + "  " + pad(String(format1: gbits), 7) + "  " + pad(String(format3: result.kicksPerPacket), 12)
-                      + "  " + String(format3: result.messagesPerPacket))
+                      + "  " + pad(String(format1: gbits), 7) + "  " + pad(String(format5: result.kicksPerPacket), 12)
+                      + "  " + String(format5: result.messagesPerPacket))
             }
         }
     }
@@ -106,8 +106,8 @@ struct VirtioBenchmark: ParsableCommand {
 }
 
 extension String {
-    init(format3 value: Double) {
-        let scaled = (value * 1000).rounded() / 1000
+    init(format5 value: Double) {
+        let scaled = (value * 100_000).rounded() / 100_000
         self = String(scaled)
     }
 }

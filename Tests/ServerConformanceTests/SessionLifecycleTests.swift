@@ -89,3 +89,33 @@ struct SessionLifecycleTests {
         #expect(server.terminate() == 0)
     }
 }
+
+@Suite("Inherited sockets (--fd)")
+struct InheritedSocketTests {
+    @Test func anInheritedListeningSocketServesOneClientAfterAnother() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/parent.sock"
+        let listener = try UnixSocket.listen(path: path)
+        let server = try ServerProcess(inheriting: listener)
+        for _ in 0..<2 {
+            let client = try VfioUserClient(path: path)
+            try client.negotiate()
+            #expect(try client.deviceInfo().numRegions == 9)
+            UnixSocket.shutdown(client.socket)
+            usleep(100_000)
+        }
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func anInheritedConnectedSocketIsServedAsTheOnlyClientThenTheServerExits() throws {
+        let (mine, theirs) = try UnixSocket.pair()
+        let server = try ServerProcess(inheriting: theirs)
+        let client = VfioUserClient(socket: mine)
+        try client.negotiate()
+        #expect(try client.read(.config, offset: 0, as: UInt32.self) == 0x3253_4348)
+        UnixSocket.shutdown(mine)
+        var exited = false
+        for _ in 0..<100 where !exited { usleep(20_000); exited = server.hasExited }
+        #expect(exited, "the server leaves when its only client does")
+    }
+}

@@ -81,7 +81,8 @@ public final class ServerProcess {
     public let pid: pid_t
     private var reaped = false
 
-    public init(arguments: [String] = ["--type", "mtty-2"]) throws {
+    /// Starts the server on a socket path, or (with `inheriting`) on that socket passed as fd 3.
+    public init(arguments: [String] = ["--type", "mtty-2"], inheriting socket: OwnedFileDescriptor? = nil) throws {
         path = directory.path + "/device.sock"
         var exe = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &exe, exe.count - 1)
@@ -91,11 +92,12 @@ public final class ServerProcess {
             binDirectory = String(binDirectory[..<(binDirectory.lastIndex(of: "/") ?? binDirectory.startIndex)])
         }
         let server = binDirectory + "/vfio-user-server"
-        let argv = [server] + arguments + ["--socket-path", path]
+        let argv = [server] + arguments + (socket == nil ? ["--socket-path", path] : ["--fd", "3"])
         var cArguments = argv.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
+        if let socket { posix_spawn_file_actions_adddup2(&actions, socket.rawValue, 3) }
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         var spawned: pid_t = 0
@@ -103,7 +105,7 @@ public final class ServerProcess {
         posix_spawn_file_actions_destroy(&actions)
         guard result == 0 else { throw Errno(rawValue: result) }
         pid = spawned
-        for _ in 0..<200 where access(path, F_OK) != 0 { usleep(20_000) }
+        for _ in 0..<200 where socket == nil && access(path, F_OK) != 0 { usleep(20_000) }
     }
 
     deinit { _ = terminate() }
@@ -125,6 +127,17 @@ public final class ServerProcess {
             count = openFDCount
         }
         return count
+    }
+
+    /// Whether the process has exited (a zombie not yet reaped, in /proc).
+    public var hasExited: Bool {
+        guard let file = fopen("/proc/\(pid)/stat", "r") else { return true }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 512)
+        guard fgets(&line, CInt(line.count), file) != nil else { return true }
+        let text = String(cString: line)
+        guard let close = text.lastIndex(of: ")") else { return false }
+        return text[text.index(close, offsetBy: 2)] == "Z"
     }
 
     /// SIGTERM; returns the exit status.

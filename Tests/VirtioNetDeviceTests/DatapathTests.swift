@@ -171,3 +171,28 @@ struct DatapathTests {
         #expect(bed.driver.client.servedRequests > 0, "the device reached memory with DMA messages")
     }
 }
+
+@Suite("Two instances on a datagram cable")
+struct CableTests {
+    @Test func framesCrossBetweenTwoDevicesWithoutRoot() throws {
+        let directory = TemporaryDirectory()
+        let a = directory.path + "/a.sock", b = directory.path + "/b.sock"
+        let left = VirtioNetDevice(backend: try DatagramBackend(local: a, peer: b), mac: [0x52, 0x54, 0, 0, 0, 0xA1])
+        let right = VirtioNetDevice(backend: try DatagramBackend(local: b, peer: a), mac: [0x52, 0x54, 0, 0, 0, 0xB2])
+        let leftServer = try TestServer(model: left)
+        let rightServer = try TestServer(model: right)
+        let leftDriver = try VirtioNetDriver(path: leftServer.path)
+        let rightDriver = try VirtioNetDriver(path: rightServer.path)
+        for driver in [leftDriver, rightDriver] {
+            #expect(try driver.negotiate(NetTestBed.defaultFeatures))
+            try driver.start()
+            try driver.postReceiveBuffers(16)
+        }
+        let toRight = NetTestBed.frame(to: [0x52, 0x54, 0, 0, 0, 0xB2], length: 300, seed: 1)
+        let toLeft = NetTestBed.frame(to: [0x52, 0x54, 0, 0, 0, 0xA1], length: 1200, seed: 2)
+        try leftDriver.transmit([toRight])
+        try rightDriver.transmit([toLeft])
+        #expect(try rightDriver.receive(count: 1).map(\.frame) == [toRight])
+        #expect(try leftDriver.receive(count: 1).map(\.frame) == [toLeft])
+    }
+}
