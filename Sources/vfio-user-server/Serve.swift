@@ -10,25 +10,51 @@ import Glibc
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve one device on a UNIX socket until SIGTERM.",
+        abstract: "Serve mediated devices on UNIX sockets until SIGTERM.",
         discussion: """
-        The server listens on --socket-path (created with mode 0600; a stale socket left by a dead \
-        server is replaced; removed again on exit) or uses the socket passed as --fd: a listening \
-        socket is accepted on, a connected one is served as the only client. One client is attached \
-        at a time; a second one gets an EBUSY error reply. When a client goes away the device is \
-        reset (eventfds closed, DMA unmapped, registers back to power-on) and the next one may attach. \
-        The server does not daemonize; SIGTERM or SIGINT stop it cleanly.
+        With no options it serves one mtty-2 at a default socket path and prints the QEMU line that \
+        attaches it. --type/--socket-path/--fd choose that first device; --config starts the \
+        persistent devices of a JSON file instead (or as well, when --type is given). Further \
+        instances are created and removed while it runs through the control socket (see the \
+        types, list, start and stop subcommands); each listens on <socket-dir>/<uuid>.sock.
+
+        A device serves one client at a time; a second one gets an EBUSY error reply. When a client \
+        goes away the device is reset (eventfds closed, DMA unmapped, registers back to power-on) \
+        and the next one may attach. Sockets are created with mode 0600; a stale socket left by a \
+        dead server is replaced. The server does not daemonize; SIGTERM or SIGINT stop every \
+        instance, disconnect their clients and remove their sockets.
         """
     )
 
-    @Option(name: .long, help: ArgumentHelp("Device type to serve.", valueName: DeviceCatalog.names.joined(separator: "|")))
-    var type: String = "mtty-2"
+    @Option(name: .long, help: ArgumentHelp("Type of the first device.", valueName: DeviceTypes.ids.joined(separator: "|")))
+    var type: String?
 
-    @Option(name: .customLong("socket-path"), help: ArgumentHelp("UNIX socket to listen on.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("UUID of the first device (default: a random one).", valueName: "uuid"))
+    var uuid: String?
+
+    @Option(name: .customLong("socket-path"), help: ArgumentHelp("UNIX socket of the first device.", valueName: "path"))
     var socketPath: String?
 
-    @Option(name: .customLong("fd"), help: ArgumentHelp("Serve on an inherited socket fd instead of a path.", valueName: "n"))
+    @Option(name: .customLong("fd"), help: ArgumentHelp("Serve the first device on an inherited socket fd instead of a path.", valueName: "n"))
     var fd: Int32?
+
+    @Flag(name: .customLong("no-default-device"), help: "Start no first device (only --config devices and the control socket).")
+    var noDefaultDevice = false
+
+    @Option(name: .long, help: ArgumentHelp("Persistent devices and settings, a JSON file (see README).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .customLong("socket-dir"), help: ArgumentHelp("Directory of the instances' sockets (default \(DefaultPaths.socketDirectory)).", valueName: "dir"))
+    var socketDirectory: String?
+
+    @Option(name: .long, help: ArgumentHelp("The control socket (default <socket-dir>/control.sock).", valueName: "path"))
+    var control: String?
+
+    @Flag(name: .customLong("no-control"), help: "Open no control socket.")
+    var noControl = false
+
+    @Option(name: .customLong("pool"), help: ArgumentHelp("Size of a resource pool (repeatable), e.g. virtio-net=8.", valueName: "name=size"))
+    var pools: [String] = []
 
     @Flag(name: .long, help: "Print every message in both directions, one decoded line each, on standard error.")
     var trace = false
@@ -42,92 +68,156 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("virtio-net: the MAC address.", valueName: "xx:xx:xx:xx:xx:xx"))
     var mac: String?
 
-    @Option(name: .customLong("param"), help: ArgumentHelp("A device parameter (repeatable), e.g. backend=sink.", valueName: "key=value"))
+    @Option(name: .customLong("param"), help: ArgumentHelp("A parameter of the first device (repeatable), e.g. backend=sink.", valueName: "key=value"))
     var parameters: [String] = []
 
-    /// --tap, --datagram, --mac and every --param, as the type's parameters.
+    /// --tap, --datagram, --mac and every --param, as the first device's parameters.
     var deviceParameters: [String: String] {
-        var result: [String: String] = [:]
-        for parameter in parameters {
-            let pair = parameter.split(separator: "=", maxSplits: 1).map(String.init)
-            result[pair[0]] = pair.count > 1 ? pair[1] : ""
-        }
+        var result = ParameterOptions.dictionary(parameters)
         if let tap { result["tap"] = tap }
         if let datagram { result["datagram"] = datagram }
         if let mac { result["mac"] = mac }
         return result
     }
 
-    func validate() throws {
-        guard DeviceCatalog.entry(type) != nil else {
-            throw ValidationError("unknown device type '\(type)'; known: \(DeviceCatalog.names.joined(separator: ", "))")
-        }
-        if socketPath != nil && fd != nil { throw ValidationError("--socket-path and --fd exclude each other") }
-        let known = DeviceCatalog.entry(type)!.parameters
-        for key in deviceParameters.keys where known[key] == nil {
-            throw ValidationError("\(type) has no parameter '\(key)'" + (known.isEmpty ? "" : "; it knows: \(known.keys.sorted().joined(separator: ", "))"))
-        }
+    /// Whether a first device is served: asked for by an option, or nothing else was asked for.
+    var servesFirstDevice: Bool {
+        type != nil || socketPath != nil || fd != nil || (config == nil && !noDefaultDevice)
     }
 
-    static func defaultSocketPath(for type: String) -> String {
-        let directory = getenv("XDG_RUNTIME_DIR").map { String(cString: $0) } ?? "/tmp"
-        return "\(directory)/vfio-user-\(type).sock"
+    func validate() throws {
+        if let type, !DeviceTypes.ids.contains(type) {
+            throw ValidationError("unknown device type '\(type)'; known: \(DeviceTypes.ids.joined(separator: ", "))")
+        }
+        if socketPath != nil && fd != nil { throw ValidationError("--socket-path and --fd exclude each other") }
+        if noDefaultDevice && (type != nil || socketPath != nil || fd != nil) {
+            throw ValidationError("--no-default-device excludes --type, --socket-path and --fd")
+        }
+        if let uuid, MdevUUID(uuid) == nil { throw ValidationError("'\(uuid)' is not a UUID (8-4-4-4-12 hex digits)") }
+        try ParameterOptions.validate(parameters)
+        for pool in pools where pool.split(separator: "=").count != 2 || Int(pool.split(separator: "=").last!) == nil {
+            throw ValidationError("--pool takes NAME=SIZE, not '\(pool)'")
+        }
     }
 
     func run() throws {
-        let entry = DeviceCatalog.entry(type)!
         var configuration = ServerConfiguration()
         configuration.trace = trace
-        let model: DeviceModel
-        do { model = try entry.make(deviceParameters, type) } catch { throw ValidationError("\(error)") }
-        let device = EmulatedDevice(model: model, maxDMAMappings: configuration.maxDMAMaps)
+        let file: ServerConfigFile?
+        do throws(ConfigFileError) { file = try config.map { path throws(ConfigFileError) in try ServerConfigFile(path: path, types: DeviceTypes.all) } } catch {
+            throw fatal("bad configuration: \(error)")
+        }
+        var poolSizes = file?.pools ?? [:]
+        for (name, size) in ParameterOptions.dictionary(pools) { poolSizes[name] = Int(size) }
+        let manager: InstanceManager
+        do throws(ManagementError) {
+            manager = try InstanceManager(types: DeviceTypes.all, socketDirectory: socketDirectory ?? file?.socketDirectory ?? DefaultPaths.socketDirectory,
+                                          configuration: configuration, poolCapacity: poolSizes)
+        } catch {
+            throw fatal(error.message)
+        }
 
-        if let fd {
-            let socket = OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd))
-            let endpoint: DeviceEndpoint
-            if try UnixSocket.isListening(socket.descriptor) {
-                endpoint = DeviceEndpoint(listeningSocket: socket, device: device, configuration: configuration, name: type)
-                endpoint.start()
-                ServerLog.info("serving \(type) on inherited listening socket fd \(fd)")
-            } else {
-                endpoint = DeviceEndpoint(listeningSocket: try UnixSocket.pair().0, device: device, configuration: configuration, name: type)
-                ServerLog.info("serving \(type) to the client connected on fd \(fd)")
-                spawnThread(name: "fd-session") {
-                    endpoint.serve(connection: socket)
-                    Glibc.exit(0) // the only client is gone
+        var announcements: [String] = []
+        do {
+            if servesFirstDevice { announcements.append(try startFirstDevice(on: manager)) }
+            if let file {
+                do throws(ConfigFileError) {
+                    for instance in try file.start(on: manager) { announcements.append(Self.announcement(instance)) }
+                } catch {
+                    throw fatal("bad configuration: \(error)")
                 }
             }
-            _ = ProcessSignals.waitForTermination()
-            endpoint.stop()
-            return
+        } catch {
+            manager.shutdown()
+            throw error
         }
 
-        let path = socketPath ?? Self.defaultSocketPath(for: type)
-        let endpoint = try DeviceEndpoint(path: path, device: device, configuration: configuration, name: type)
-        endpoint.start()
-        printAttachInstructions(path: path, summary: entry.summary)
-        if let net = model as? VirtioNetDevice {
-            print("  MAC " + net.mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":") + ", backend \(net.backend.description)")
+        var controlServer: ControlServer?
+        if !noControl {
+            let path = control ?? file?.controlPath ?? "\(manager.socketDirectory)/control.sock"
+            do throws(TransportError) {
+                controlServer = try ControlServer(manager: manager, path: path)
+            } catch {
+                manager.shutdown()
+                throw fatal("control socket: \(error) (another server? use --control PATH or --no-control)")
+            }
+            controlServer?.start()
+            announcements.append("""
+            Control socket \(path): manage instances with
+              vfio-user-server types|list|start|stop\(control == nil && file?.controlPath == nil && socketDirectory == nil ? "" : " --control \(path)")
+            """)
         }
+        print(announcements.joined(separator: "\n"))
+        fflush(nil)
+
         let signal = ProcessSignals.waitForTermination()
-        ServerLog.info("signal \(signal): stopping")
-        endpoint.stop()
+        ServerLog.info("signal \(signal): stopping every instance")
+        controlServer?.stop()
+        manager.shutdown()
     }
 
-    private func printAttachInstructions(path: String, summary: String) {
-        let device = #"{"driver":"vfio-user-pci","socket":{"type":"unix","path":"\#(path)"}}"#
-        print("""
-        vfio-user-server: serving \(type) (\(summary)) on \(path)
+    /// The device of --type/--socket-path/--fd: on a path (the printed QEMU line attaches it), on an
+    /// inherited listening socket, or on an inherited connected socket as its only client (the
+    /// server then exits when that client leaves).
+    private func startFirstDevice(on manager: InstanceManager) throws -> String {
+        let typeID = type ?? "mtty-2"
+        let parsedUUID = uuid.flatMap(MdevUUID.init)
+        var connection: OwnedFileDescriptor?
+        let placement: InstanceManager.Placement
+        if let fd {
+            let socket = OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd))
+            if try UnixSocket.isListening(socket.descriptor) {
+                placement = .listener(socket)
+            } else {
+                connection = socket
+                placement = .listener(try UnixSocket.pair().0) // nobody connects to it
+            }
+        } else {
+            placement = .path(socketPath ?? DefaultPaths.deviceSocket(type: typeID))
+        }
+        let instance: MediatedDeviceInstance
+        do throws(ManagementError) {
+            instance = try manager.create(type: typeID, uuid: parsedUUID, parameters: deviceParameters, placement: placement, origin: .commandLine)
+        } catch {
+            throw fatal(error.message)
+        }
+        if let connection {
+            spawnThread(name: "fd-session") {
+                instance.endpoint.serve(connection: connection)
+                ServerLog.info("the client on fd \(fd!) has gone: stopping")
+                kill(getpid(), SIGTERM) // the main thread shuts everything down
+            }
+            return "vfio-user-server: serving \(typeID) to the client connected on fd \(fd!)"
+        }
+        guard let path = instance.socketPath else {
+            return "vfio-user-server: serving \(typeID) on the inherited listening socket fd \(fd!)"
+        }
+        var text = """
+        vfio-user-server: serving \(typeID) (\(instance.type.name)) on \(path)
         Attach it to QEMU 10.1.1 or later with:
-          -device '\(device)'
+          -device '\(DefaultPaths.qemuDevice(socket: path))'
         For example:
           qemu-system-x86_64 -machine pc -accel kvm -m 512M \\
             -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \\
-            -device '\(device)' \\
+            -device '\(DefaultPaths.qemuDevice(socket: path))' \\
             -kernel bzImage -append 'console=ttyS0 8250.nr_uarts=16' -nographic
         (memfd-backed RAM lets the server map guest memory; with plain -m it uses DMA messages.)
         Stop with Ctrl-C or SIGTERM.
-        """)
-        fflush(nil)
+        """
+        if let net = instance.device.model as? VirtioNetDevice {
+            text += "\n  MAC " + net.mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":") + ", backend \(net.backend.description)"
+        }
+        return text
+    }
+
+    static func announcement(_ instance: MediatedDeviceInstance) -> String {
+        let path = instance.socketPath ?? "?"
+        return "\(instance.uuid) \(instance.type.id) on \(path)\n  -device '\(DefaultPaths.qemuDevice(socket: path))'"
+    }
+
+    /// An error that ends the command with a message and exit status 1.
+    private func fatal(_ message: String) -> Error {
+        ServerLog.error(message)
+        return ExitCode(1)
     }
 }

@@ -42,7 +42,7 @@ struct UARTOverSocketTests {
         let client = try server.attach()
         let entries = (0..<200).map { RegionWriteMulti.Entry(offset: 7, region: .bar0, count: 1, data: UInt64($0 & 0xFF)) }
         #expect(try client.writeMulti(entries, posted: false) == 200)
-        try client.writeMulti([.init(offset: 2, region: .bar0, count: 1, data: 1), .init(offset: 0, region: .bar0, count: 1, data: 0x41),
+        _ = try client.writeMulti([.init(offset: 2, region: .bar0, count: 1, data: 1), .init(offset: 0, region: .bar0, count: 1, data: 0x41),
                                .init(offset: 0, region: .bar0, count: 1, data: 0x42)])
         #expect(try client.read(.bar0, offset: 0, as: UInt8.self) == 0x41)
         #expect(try client.read(.bar0, offset: 0, as: UInt8.self) == 0x42)

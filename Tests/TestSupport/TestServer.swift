@@ -79,36 +79,75 @@ public final class ServerProcess {
     public let directory = TemporaryDirectory()
     public let path: String
     public let pid: pid_t
+    /// The server's control socket.
+    public let controlPath: String
     private var reaped = false
 
     /// Starts the server on a socket path, or (with `inheriting`) on that socket passed as fd 3.
-    public init(arguments: [String] = ["--type", "mtty-2"], inheriting socket: OwnedFileDescriptor? = nil) throws {
+    /// Its socket directory and control socket are in `directory`; with `firstDevice` false no
+    /// `--socket-path` is added (for `--config` or `--no-default-device` runs).
+    public init(arguments: [String] = ["--type", "mtty-2"], inheriting socket: OwnedFileDescriptor? = nil,
+                firstDevice: Bool = true) throws {
         path = directory.path + "/device.sock"
+        controlPath = directory.path + "/control.sock"
+        var argv = arguments + ["--socket-dir", directory.path, "--control", controlPath]
+        if socket != nil { argv += ["--fd", "3"] } else if firstDevice { argv += ["--socket-path", path] }
+        pid = try Self.spawn(argv, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt", fd3: socket)
+        for _ in 0..<200 where access(controlPath, F_OK) != 0 && !hasExited { usleep(20_000) }
+    }
+
+    /// The vfio-user-server binary beside this test binary.
+    public static var executable: String {
         var exe = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &exe, exe.count - 1)
-        let testBinary = String(decoding: exe.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        var binDirectory = testBinary
-        while !binDirectory.isEmpty && !binDirectory.hasSuffix("/debug") && !binDirectory.hasSuffix("/release") {
-            binDirectory = String(binDirectory[..<(binDirectory.lastIndex(of: "/") ?? binDirectory.startIndex)])
+        var directory = String(decoding: exe.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        while !directory.isEmpty && !directory.hasSuffix("/debug") && !directory.hasSuffix("/release") {
+            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
         }
-        let server = binDirectory + "/vfio-user-server"
-        let argv = [server] + arguments + (socket == nil ? ["--socket-path", path] : ["--fd", "3"])
-        var cArguments = argv.map { strdup($0) } + [nil]
+        return directory + "/vfio-user-server"
+    }
+
+    private static func spawn(_ arguments: [String], output: String, errors: String, fd3: OwnedFileDescriptor? = nil) throws -> pid_t {
+        var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
-        if let socket { posix_spawn_file_actions_adddup2(&actions, socket.rawValue, 3) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let fd3 { posix_spawn_file_actions_adddup2(&actions, fd3.rawValue, 3) }
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         var spawned: pid_t = 0
-        let result = posix_spawn(&spawned, server, &actions, nil, &cArguments, environ)
-        posix_spawn_file_actions_destroy(&actions)
+        let result = posix_spawn(&spawned, executable, &actions, nil, &cArguments, environ)
         guard result == 0 else { throw Errno(rawValue: result) }
-        pid = spawned
-        for _ in 0..<200 where socket == nil && access(path, F_OK) != 0 { usleep(20_000) }
+        return spawned
     }
 
-    deinit { _ = terminate() }
+    /// Runs the executable to completion (a management subcommand): exit status, standard output
+    /// and standard error.
+    public static func run(_ arguments: [String]) throws -> (status: CInt, output: String, errors: String) {
+        let directory = TemporaryDirectory()
+        let pid = try spawn(arguments, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt")
+        var status: CInt = 0
+        waitpid(pid, &status, 0)
+        return (status, readFile(directory.path + "/stdout.txt"), readFile(directory.path + "/stderr.txt"))
+    }
+
+    /// What the server printed so far on standard output and standard error.
+    public var output: String { readFile(directory.path + "/stdout.txt") }
+    public var errors: String { readFile(directory.path + "/stderr.txt") }
+
+    /// Waits for the process to exit by itself (up to `milliseconds`); its exit status, or nil.
+    public func waitForExit(milliseconds: Int) -> CInt? {
+        for _ in 0..<(milliseconds / 10 + 1) {
+            var status: CInt = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                reaped = true
+                return status
+            }
+            usleep(10_000)
+        }
+        return nil
+    }
 
     /// Open fds of the server process.
     public var openFDCount: Int {
@@ -135,7 +174,7 @@ public final class ServerProcess {
         defer { fclose(file) }
         var line = [CChar](repeating: 0, count: 512)
         guard fgets(&line, CInt(line.count), file) != nil else { return true }
-        let text = String(cString: line)
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         guard let close = text.lastIndex(of: ")") else { return false }
         return text[text.index(close, offsetBy: 2)] == "Z"
     }
@@ -149,4 +188,14 @@ public final class ServerProcess {
         waitpid(pid, &status, 0)
         return status
     }
+}
+
+/// A whole file as text ("" if it cannot be read).
+public func readFile(_ path: String) -> String {
+    guard let file = fopen(path, "r") else { return "" }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while case let count = fread(&chunk, 1, chunk.count, file), count > 0 { bytes += chunk[..<count] }
+    return String(decoding: bytes, as: UTF8.self)
 }

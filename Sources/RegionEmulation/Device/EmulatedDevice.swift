@@ -125,6 +125,12 @@ public final class EmulatedDevice: Sendable {
     /// The device is going away: its threads stop.
     public func shutdown() { model.shutdown() }
 
+    /// Asks the client to let go of the device (the REQ interrupt, vfio-pci's "request" notifier):
+    /// the mdev core does this before it removes an attached device. False when the client did
+    /// not register an eventfd for REQ, so nobody heard the request.
+    @discardableResult
+    public func requestRelease() -> Bool { function.interrupts.trigger(.req, vector: 0) }
+
     /// The client is gone: reset as on a lost connection (eventfds closed, state back to power-on),
     /// then drop every DMA mapping. `waitForRelease` lets the caller keep serving while pins drain.
     public func connectionLost() {

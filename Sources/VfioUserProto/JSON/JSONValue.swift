@@ -63,11 +63,13 @@ public indirect enum JSONValue: Equatable, Sendable {
             let description = String(cString: json_tokener_error_desc(status))
             let reason = status == json_tokener_continue ? "unexpected end of text" : description
             json_object_put(object)
-            throw JSONError(message: "\(reason) at offset \(json_tokener_get_parse_end(tokener))")
+            let offset = Int(json_tokener_get_parse_end(tokener))
+            throw JSONError(message: "\(reason) at offset \(offset)", offset: offset)
         }
         defer { json_object_put(object) }
         guard json_tokener_get_parse_end(tokener) == length else {
-            throw JSONError(message: "trailing characters at offset \(json_tokener_get_parse_end(tokener))")
+            let offset = Int(json_tokener_get_parse_end(tokener))
+            throw JSONError(message: "trailing characters at offset \(offset)", offset: offset)
         }
         self = JSONValue(converting: object)
     }
@@ -150,7 +152,12 @@ public indirect enum JSONValue: Equatable, Sendable {
 /// Why a JSON text did not parse.
 public struct JSONError: Error, Equatable, CustomStringConvertible {
     public var message: String
-    public init(message: String) { self.message = message }
+    /// The byte offset in the text where parsing stopped, for a syntax error.
+    public var offset: Int?
+    public init(message: String, offset: Int? = nil) {
+        self.message = message
+        self.offset = offset
+    }
     public var description: String { message }
 }
 

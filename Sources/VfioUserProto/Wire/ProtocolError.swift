@@ -68,6 +68,10 @@ extension Errno {
         (Errno(rawValue: Glibc.ETIMEDOUT), "ETIMEDOUT"),
         (Errno(rawValue: Glibc.ENOSYS), "ENOSYS"),
         (Errno(rawValue: Glibc.EOVERFLOW), "EOVERFLOW"),
+        (Errno(rawValue: Glibc.ENOTDIR), "ENOTDIR"),
+        (Errno(rawValue: Glibc.EADDRINUSE), "EADDRINUSE"),
+        (Errno(rawValue: Glibc.ESHUTDOWN), "ESHUTDOWN"),
+        (Errno(rawValue: Glibc.ENAMETOOLONG), "ENAMETOOLONG"),
     ]
 
     /// The symbolic name (`EINVAL`), for traces and human-readable output.

@@ -19,6 +19,8 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
     private let lock = ConditionLock()
     private var active: Session?
     private var stopped = false
+    /// Removal has begun: new clients are refused, the attached one (if any) keeps its session.
+    private var closedToNewClients = false
     private var acceptorRunning = false
     private var _sessionsServed = 0
     private var _clientsRefused = 0
@@ -68,7 +70,7 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
                 continue
             }
             let session: Session? = lock.withLock {
-                guard !stopped, active == nil else { return nil }
+                guard !stopped, !closedToNewClients, active == nil else { return nil }
                 let session = Session(device: device, socket: connection, configuration: configuration, name: name)
                 active = session
                 _sessionsServed += 1
@@ -91,11 +93,15 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
         }
     }
 
-    /// A second client while one is attached: its first message gets an EBUSY error reply (so it
-    /// knows why), then the connection closes. The attached client is not disturbed.
+    /// A second client while one is attached, or any client while the instance is being removed:
+    /// its first message gets an EBUSY error reply (so it knows why), then the connection closes.
+    /// The attached client is not disturbed.
     private func refuse(_ connection: OwnedFileDescriptor) {
-        lock.withLock { _clientsRefused += 1 }
-        ServerLog.warning("\(name): refused a second client: the device is attached")
+        let removing = lock.withLock {
+            _clientsRefused += 1
+            return closedToNewClients
+        }
+        ServerLog.warning("\(name): refused a client: " + (removing ? "the device is being removed" : "the device is attached"))
         let maxMessageSize = configuration.maxMessageSize
         spawnThread(name: "refuse-\(name)") {
             let receiver = MessageReceiver(socket: connection.descriptor, maxMessageSize: maxMessageSize, initialCapacity: 4096)
@@ -136,6 +142,21 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
             }
             return true
         }
+    }
+
+    /// Stops handing the device to new clients (they get EBUSY) and says whether one is attached:
+    /// the first step of removing an instance, so that no client slips in between that check
+    /// and the stop (the kernel's "Fix remove race" took the same care).
+    public func closeToNewClients() -> Bool {
+        lock.withLock {
+            closedToNewClients = true
+            return active != nil
+        }
+    }
+
+    /// Undoes `closeToNewClients` (a removal that was refused).
+    public func reopenToNewClients() {
+        lock.withLock { closedToNewClients = false }
     }
 
     /// Disconnects the attached client, if any (its session ends and the device resets).

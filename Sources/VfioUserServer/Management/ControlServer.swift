@@ -1,0 +1,144 @@
+import SystemPackage
+import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control socket: management requests for an `InstanceManager`, one JSON object per line
+/// (see `ManagementRequest`), each answered by one line. Any number of management clients may be
+/// connected; each has a thread, so a slow `stop --force` does not hold up a `list`.
+public final class ControlServer: @unchecked Sendable { // `connections`, `stopped`, `threads` under `lock`.
+    /// A request line longer than this is refused and the connection closed.
+    public static let maxLineLength = 64 * 1024
+
+    public let manager: InstanceManager
+    public let path: String
+    private let listener: OwnedFileDescriptor
+    private let identity: UnixSocket.FileIdentity?
+    private let lock = ConditionLock()
+    private var connections: [ObjectIdentifier: OwnedFileDescriptor] = [:]
+    private var stopped = false
+    private var threads = 0
+
+    /// Listens on `path` with mode 0600: whoever can connect can create and remove devices.
+    public init(manager: InstanceManager, path: String) throws(TransportError) {
+        self.manager = manager
+        self.path = path
+        listener = try UnixSocket.listen(path: path)
+        identity = UnixSocket.identity(of: path)
+    }
+
+    public func start() {
+        track(+1)
+        spawnThread(name: "control-accept") { [self] in
+            while let connection = try? UnixSocket.accept(listener) {
+                let admitted = lock.withLock {
+                    guard !stopped else { return false }
+                    connections[ObjectIdentifier(connection)] = connection
+                    threads += 1
+                    return true
+                }
+                guard admitted else { break }
+                spawnThread(name: "control") { [self] in
+                    serve(connection)
+                    lock.withLock { connections[ObjectIdentifier(connection)] = nil }
+                    track(-1)
+                }
+            }
+            track(-1)
+        }
+    }
+
+    /// Closes the socket and every management connection, and waits for their threads.
+    public func stop() {
+        let open: [OwnedFileDescriptor] = lock.withLock {
+            stopped = true
+            return Array(connections.values)
+        }
+        UnixSocket.shutdown(listener)
+        open.forEach(UnixSocket.shutdown)
+        lock.withLock {
+            let deadline = monotonicNanoseconds() + 10_000_000_000
+            while threads > 0 && monotonicNanoseconds() < deadline { lock.wait(milliseconds: 50) }
+        }
+        UnixSocket.removeSocketFile(path: path, ifIdentity: identity)
+    }
+
+    private func track(_ delta: Int) {
+        lock.withLock {
+            threads += delta
+            lock.broadcast()
+        }
+    }
+
+    private func serve(_ connection: OwnedFileDescriptor) {
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                guard newline <= Self.maxLineLength else { return refuseLongLine(on: connection) }
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                if line.allSatisfy(\.isWhitespace) { continue }
+                guard send(handle(line: line) + "\n", on: connection) else { return }
+            }
+            if pending.count > Self.maxLineLength { return refuseLongLine(on: connection) }
+            let count = chunk.withUnsafeMutableBytes { Glibc.recv(connection.rawValue, $0.baseAddress, $0.count, 0) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return }
+            pending += chunk[..<count]
+        }
+    }
+
+    private func refuseLongLine(on connection: OwnedFileDescriptor) {
+        let error = ManagementError(.invalidArgument, "request line longer than \(Self.maxLineLength) bytes")
+        _ = send(error.json.text + "\n", on: connection)
+    }
+
+    private func send(_ text: String, on connection: OwnedFileDescriptor) -> Bool {
+        (try? MessageSender(socket: connection.descriptor).send(Array(text.utf8))) != nil
+    }
+
+    /// Answers one request line with one reply line (no newline).
+    public func handle(line: String) -> String {
+        let json: JSONValue
+        do throws(JSONError) { json = try JSONValue(parsing: line) } catch {
+            return ManagementError(.invalidArgument, "not JSON: \(error)").json.text
+        }
+        var reply: JSONValue
+        do throws(ManagementError) {
+            reply = try perform(ManagementRequest(json))
+        } catch {
+            reply = error.json
+        }
+        if let id = json["id"], case var .object(members) = reply {
+            members.insert((key: "id", value: id), at: 0)
+            reply = .object(members)
+        }
+        return reply.text
+    }
+
+    private func perform(_ request: ManagementRequest) throws(ManagementError) -> JSONValue {
+        switch request {
+        case .types:
+            return ["ok": true, "types": .array(manager.typeStatuses().map(\.json))]
+        case .list:
+            return ["ok": true, "instances": .array(manager.statuses().map(\.json))]
+        case let .start(type, uuidText, parameters):
+            let uuid = try uuidText.map(Self.parseUUID)
+            let instance = try manager.create(type: type, uuid: uuid, parameters: parameters)
+            return ["ok": true, "instance": manager.status(instance).json]
+        case let .stop(uuidText, force, timeout):
+            let uuid = try Self.parseUUID(uuidText)
+            let outcome = try manager.remove(uuid, force: force, timeoutMilliseconds: timeout ?? 5000)
+            return ["ok": true, "uuid": .string(uuid.description), "client": .string(outcome.rawValue)]
+        }
+    }
+
+    static func parseUUID(_ text: String) throws(ManagementError) -> MdevUUID {
+        guard let uuid = MdevUUID(text) else {
+            throw ManagementError(.invalidArgument, "'\(text)' is not a UUID (8-4-4-4-12 hex digits)")
+        }
+        return uuid
+    }
+}

@@ -1,0 +1,264 @@
+import RegionEmulation
+import SystemPackage
+import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The mdev core of this server: the types the device models registered, the pools they draw
+/// from, and every instance by UUID, each served on its own socket.
+///
+/// Create and remove may come from any number of threads at once. An instance has one owner at a
+/// time: a UUID is claimed in the table (as `creating`, then `removing`) before any slow work, so a
+/// second request for it fails at once instead of racing (the kernel's "vfio-mdev: Fix remove
+/// race" keeps its device list for the same reason). Pool units are taken before the model is
+/// made and given back if anything fails, so a failed creation leaves nothing behind.
+public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `poolUsed`, `shutDown` under `lock`.
+    /// Where an instance listens.
+    public enum Placement: Sendable {
+        /// `<socketDirectory>/<uuid>.sock`, the default.
+        case socketDirectory
+        /// A socket path of the caller's choosing (`--socket-path`).
+        case path(String)
+        /// A listening socket the server inherited (`--fd`).
+        case listener(OwnedFileDescriptor)
+    }
+
+    public let types: [MediatedDeviceType]
+    public let socketDirectory: String
+    public let configuration: ServerConfiguration
+    /// Pool capacities after configuration overrides, by pool name.
+    public let poolCapacity: [String: Int]
+
+    private enum Slot {
+        case creating(MediatedDeviceType)
+        case active(MediatedDeviceInstance)
+        case removing(MediatedDeviceInstance)
+    }
+
+    private let lock = ConditionLock()
+    private var slots: [MdevUUID: Slot] = [:]
+    /// UUIDs in creation order, for a stable `list`.
+    private var order: [MdevUUID] = []
+    private var poolUsed: [String: Int] = [:]
+    private var shutDown = false
+
+    /// `poolCapacity` overrides the capacity a type's pool was registered with (by pool name).
+    /// The socket directory is created (mode 0700) if it does not exist.
+    public init(types: [MediatedDeviceType], socketDirectory: String, configuration: ServerConfiguration = ServerConfiguration(),
+                poolCapacity overrides: [String: Int] = [:]) throws(ManagementError) {
+        self.types = types
+        self.socketDirectory = socketDirectory
+        self.configuration = configuration
+        var capacity: [String: Int] = [:]
+        for type in types { capacity[type.pool.name] = overrides[type.pool.name] ?? type.pool.capacity }
+        if let unknown = overrides.keys.first(where: { capacity[$0] == nil }) {
+            throw ManagementError(.invalidArgument, "no pool named '\(unknown)'; pools: \(capacity.keys.sorted().joined(separator: ", "))")
+        }
+        poolCapacity = capacity
+        try Self.makeDirectory(socketDirectory)
+    }
+
+    public func type(_ id: String) -> MediatedDeviceType? { types.first { $0.id == id } }
+
+    // MARK: Queries
+
+    /// Every type with its `available_instances` now.
+    public func typeStatuses() -> [TypeStatus] {
+        lock.withLock {
+            types.map { type in
+                let capacity = poolCapacity[type.pool.name] ?? 0
+                return TypeStatus(id: type.id, name: type.name, description: type.description, deviceAPI: type.deviceAPI,
+                                  availableInstances: max(0, capacity - poolUsed[type.pool.name, default: 0]) / type.cost,
+                                  pool: type.pool.name, poolCapacity: capacity, cost: type.cost, parameters: type.parameters)
+            }
+        }
+    }
+
+    /// Every instance, in creation order.
+    public func statuses() -> [InstanceStatus] {
+        let snapshot: [(MdevUUID, Slot)] = lock.withLock { order.compactMap { uuid in slots[uuid].map { (uuid, $0) } } }
+        return snapshot.map { uuid, slot in
+            switch slot {
+            case let .creating(type):
+                InstanceStatus(uuid: uuid, type: type.id, state: .creating, socketPath: nil, parameters: [:], origin: nil, sessions: 0)
+            case let .active(instance):
+                status(instance, state: instance.endpoint.isAttached ? .attached : .idle)
+            case let .removing(instance):
+                status(instance, state: .removing)
+            }
+        }
+    }
+
+    public func instance(_ uuid: MdevUUID) -> MediatedDeviceInstance? {
+        lock.withLock {
+            if case let .active(instance) = slots[uuid] { return instance }
+            return nil
+        }
+    }
+
+    public func status(_ instance: MediatedDeviceInstance, state: InstanceStatus.State? = nil) -> InstanceStatus {
+        InstanceStatus(uuid: instance.uuid, type: instance.type.id,
+                       state: state ?? (instance.endpoint.isAttached ? .attached : .idle),
+                       socketPath: instance.socketPath, parameters: instance.parameters, origin: instance.origin,
+                       sessions: instance.endpoint.sessionsServed)
+    }
+
+    // MARK: Create
+
+    /// Makes an instance of `typeID` and starts serving it. `uuid` nil picks a random one.
+    ///
+    /// Errors: EINVAL (unknown type or parameter, or the model refused its parameters), EEXIST (the
+    /// UUID is taken), ENOSPC (the type's pool is exhausted), the socket's errno (e.g. EADDRINUSE),
+    /// ESHUTDOWN (the server is stopping).
+    @discardableResult
+    public func create(type typeID: String, uuid requested: MdevUUID? = nil, parameters: [String: String] = [:],
+                       placement: Placement = .socketDirectory, origin: MediatedDeviceInstance.Origin = .controlSocket)
+        throws(ManagementError) -> MediatedDeviceInstance
+    {
+        guard let type = type(typeID) else {
+            throw ManagementError(.invalidArgument, "unknown type '\(typeID)'; types: \(types.map(\.id).joined(separator: ", "))")
+        }
+        if let unknown = parameters.keys.sorted().first(where: { type.parameters[$0] == nil }) {
+            let known = type.parameters.isEmpty ? "it takes none" : "it takes: \(type.parameters.keys.sorted().joined(separator: ", "))"
+            throw ManagementError(.invalidArgument, "\(type.id) has no parameter '\(unknown)'; \(known)")
+        }
+        let uuid = requested ?? MdevUUID.random()
+        try reserve(uuid, type)
+
+        let model: DeviceModel
+        do throws(DeviceCreationError) {
+            model = try type.make(MediatedDeviceRequest(uuid: uuid.description, parameters: parameters))
+        } catch {
+            release(uuid, type)
+            throw ManagementError(.invalidArgument, "\(type.id): \(error.description)")
+        }
+        let device = EmulatedDevice(model: model, maxDMAMappings: configuration.maxDMAMaps)
+        let name = "\(type.id) \(uuid.description.prefix(8))"
+        let endpoint: DeviceEndpoint
+        do throws(TransportError) {
+            switch placement {
+            case .socketDirectory:
+                endpoint = try DeviceEndpoint(path: socketPath(for: uuid), device: device, configuration: configuration, name: name)
+            case let .path(path):
+                endpoint = try DeviceEndpoint(path: path, device: device, configuration: configuration, name: name)
+            case let .listener(socket):
+                endpoint = DeviceEndpoint(listeningSocket: socket, device: device, configuration: configuration, name: name)
+            }
+        } catch {
+            device.shutdown()
+            release(uuid, type)
+            throw ManagementError(error.errno, "\(type.id) \(uuid): \(error)")
+        }
+        let instance = MediatedDeviceInstance(uuid: uuid, type: type, parameters: parameters, endpoint: endpoint, origin: origin)
+        endpoint.start()
+        let stopping = lock.withLock {
+            if !shutDown { slots[uuid] = .active(instance) }
+            return shutDown
+        }
+        if stopping { // a shutdown began meanwhile: it does not know this instance, so stop it here
+            endpoint.stop()
+            release(uuid, type)
+            throw ManagementError(Errno(rawValue: ESHUTDOWN), "the server is stopping")
+        }
+        ServerLog.info("created \(type.id) instance \(uuid) on \(instance.socketPath ?? "an inherited socket")")
+        return instance
+    }
+
+    /// `<socketDirectory>/<uuid>.sock`.
+    public func socketPath(for uuid: MdevUUID) -> String { "\(socketDirectory)/\(uuid).sock" }
+
+    private func reserve(_ uuid: MdevUUID, _ type: MediatedDeviceType) throws(ManagementError) {
+        try lock.withLock { () throws(ManagementError) in
+            guard !shutDown else { throw ManagementError(Errno(rawValue: ESHUTDOWN), "the server is stopping") }
+            guard slots[uuid] == nil else { throw ManagementError(.fileExists, "an instance \(uuid) exists already") }
+            let capacity = poolCapacity[type.pool.name] ?? 0
+            let used = poolUsed[type.pool.name, default: 0]
+            guard capacity - used >= type.cost else {
+                throw ManagementError(.noSpace, "\(type.id) needs \(type.cost) of pool \(type.pool.name), which has \(capacity - used) of \(capacity) left")
+            }
+            poolUsed[type.pool.name] = used + type.cost
+            slots[uuid] = .creating(type)
+            order.append(uuid)
+        }
+    }
+
+    /// Gives back what `reserve` took and forgets the UUID.
+    private func release(_ uuid: MdevUUID, _ type: MediatedDeviceType) {
+        lock.withLock {
+            poolUsed[type.pool.name, default: 0] -= type.cost
+            slots[uuid] = nil
+            order.removeAll { $0 == uuid }
+            lock.broadcast()
+        }
+    }
+
+    // MARK: Remove
+
+    /// Removes an instance. One with a client attached is refused (EBUSY) unless `force`: then the
+    /// device raises REQ and the client gets `timeoutMilliseconds` to let go before its connection
+    /// is closed. The socket file goes, the pool units come back.
+    ///
+    /// Errors: ENOENT (no such instance), EBUSY (attached and not forced, or being created or
+    /// removed by another request).
+    @discardableResult
+    public func remove(_ uuid: MdevUUID, force: Bool = false, timeoutMilliseconds: Int = 5000) throws(ManagementError) -> RemovalOutcome {
+        let instance: MediatedDeviceInstance = try lock.withLock { () throws(ManagementError) in
+            switch slots[uuid] {
+            case nil: throw ManagementError(.noSuchFileOrDirectory, "no instance \(uuid)")
+            case .creating: throw ManagementError(.resourceBusy, "instance \(uuid) is being created")
+            case .removing: throw ManagementError(.resourceBusy, "instance \(uuid) is being removed")
+            case let .active(instance):
+                slots[uuid] = .removing(instance)
+                return instance
+            }
+        }
+        var outcome = RemovalOutcome.noClient
+        if instance.endpoint.closeToNewClients() {
+            guard force else {
+                instance.endpoint.reopenToNewClients()
+                lock.withLock { slots[uuid] = .active(instance) }
+                throw ManagementError(.resourceBusy, "instance \(uuid) has a client attached; force removal to ask it to let go (REQ) and then disconnect it")
+            }
+            let heard = instance.device.requestRelease()
+            ServerLog.info("removing \(uuid): " + (heard ? "REQ raised, waiting up to \(timeoutMilliseconds) ms for the client to let go" : "the client has no REQ eventfd"))
+            outcome = heard && instance.endpoint.waitUntilDetached(milliseconds: timeoutMilliseconds) ? .released : .disconnected
+        }
+        instance.endpoint.stop()
+        release(uuid, instance.type)
+        ServerLog.info("removed \(instance.type.id) instance \(uuid) (\(outcome.rawValue))")
+        return outcome
+    }
+
+    /// SIGTERM: no more creations, every instance stopped (clients disconnected, sockets removed).
+    public func shutdown() {
+        let instances: [MediatedDeviceInstance] = lock.withLock {
+            shutDown = true
+            return order.compactMap {
+                guard case let .active(instance) = slots[$0] else { return nil }
+                slots[$0] = .removing(instance) // a concurrent remove now gets EBUSY
+                return instance
+            }
+        }
+        for instance in instances {
+            instance.endpoint.stop()
+            release(instance.uuid, instance.type)
+        }
+        // Creations and removals in flight finish on their own threads; wait a little for them.
+        lock.withLock {
+            let deadline = monotonicNanoseconds() + 5_000_000_000
+            while !slots.isEmpty && monotonicNanoseconds() < deadline { lock.wait(milliseconds: 50) }
+        }
+    }
+
+    private static func makeDirectory(_ path: String) throws(ManagementError) {
+        var status = stat()
+        if stat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFDIR else { throw ManagementError(.notDirectory, "\(path) is not a directory") }
+            return
+        }
+        guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
+            throw ManagementError(Errno(rawValue: errno), "cannot create the socket directory \(path)")
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import RegionEmulation
+import SystemPackage
+import VfioUserProto
+
+extension VirtioNetDevice {
+    /// How many NICs a server makes unless configured otherwise (the pool "virtio-net").
+    public static let defaultInstanceLimit = 64
+
+    /// The parameters an instance takes; exactly one backend (tap, datagram or backend=) is needed.
+    public static let parameters: [String: String] = [
+        "tap": "TAP interface to attach (created if missing; offloads pass through)",
+        "datagram": "LOCAL,PEER: UNIX datagram cable to another instance (no root needed)",
+        "backend": "sink: drop every frame; source: an endless stream of frames (benchmarks)",
+        "frame-size": "source: the size of its frames in bytes (default 64)",
+        "mac": "station address, xx:xx:xx:xx:xx:xx (default: derived from the instance UUID)",
+        "queue-size": "largest ring the driver may set up, a power of two (default 256)",
+    ]
+
+    /// The virtio-net type: its own pool, `limit` instances at most.
+    public static func mediatedType(limit: Int = defaultInstanceLimit) -> MediatedDeviceType {
+        MediatedDeviceType(
+            id: "virtio-net", name: "virtio-net NIC",
+            description: "virtio 1.x network card 1af4:1041 on the modern PCI transport with MSI-X, backed by a TAP, a datagram cable, a sink or a source",
+            pool: ResourcePool(name: "virtio-net", capacity: limit), parameters: parameters
+        ) { request throws(DeviceCreationError) in try make(request) }
+    }
+
+    /// Builds a NIC from an instance's parameters (see `parameters`).
+    public static func make(_ request: MediatedDeviceRequest) throws(DeviceCreationError) -> VirtioNetDevice {
+        let parameters = request.parameters
+        let mac = try parameters["mac"].map(parseMAC) ?? mac(derivedFrom: request.uuid)
+        var queueSize: UInt16 = 256
+        if let text = parameters["queue-size"] {
+            guard let size = UInt16(text), size.nonzeroBitCount == 1 else {
+                throw DeviceCreationError("queue-size must be a power of two up to 32768, not '\(text)'")
+            }
+            queueSize = size
+        }
+        let backends = ["tap", "datagram", "backend"].filter { parameters[$0] != nil }
+        guard backends.count == 1 else {
+            throw DeviceCreationError("virtio-net needs exactly one backend: tap=NAME, datagram=LOCAL,PEER, backend=sink or backend=source")
+        }
+        let backend: NetBackend
+        if let tap = parameters["tap"] {
+            do throws(Errno) { backend = try TapBackend(name: tap) } catch {
+                throw DeviceCreationError("cannot open TAP \(tap): \(error.name) (root, or CAP_NET_ADMIN, is needed)")
+            }
+        } else if let cable = parameters["datagram"] {
+            let ends = cable.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard ends.count == 2, !ends[0].isEmpty, !ends[1].isEmpty else { throw DeviceCreationError("datagram=LOCAL,PEER") }
+            do throws(Errno) { backend = try DatagramBackend(local: ends[0], peer: ends[1]) } catch {
+                throw DeviceCreationError("cannot bind \(ends[0]): \(error.name)")
+            }
+        } else if parameters["backend"] == "sink" {
+            backend = SinkBackend()
+        } else if parameters["backend"] == "source" {
+            guard let size = Int(parameters["frame-size"] ?? "64"), (14...65535).contains(size) else {
+                throw DeviceCreationError("frame-size must be 14 to 65535")
+            }
+            backend = SourceBackend(frameSize: size, destination: mac)
+        } else {
+            throw DeviceCreationError("backend must be sink or source, not '\(parameters["backend"] ?? "")'")
+        }
+        return VirtioNetDevice(backend: backend, mac: mac, queueSize: queueSize)
+    }
+
+    /// "52:54:00:12:34:56" → six bytes.
+    public static func parseMAC(_ text: String) throws(DeviceCreationError) -> [UInt8] {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        let bytes = parts.compactMap { $0.count == 2 ? UInt8($0, radix: 16) : nil }
+        guard parts.count == 6, bytes.count == 6 else { throw DeviceCreationError("bad MAC address '\(text)'") }
+        return bytes
+    }
+}

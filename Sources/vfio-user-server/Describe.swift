@@ -1,0 +1,34 @@
+import ArgumentParser
+import VfioUserProto
+import VfioUserServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The spec's backend program conventions ask a server to describe itself in JSON for management
+/// tools (as vhost-user backends do): what it is, where its binary is, how it is started, and here
+/// also the device types it offers.
+struct Describe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a JSON description of this program for management tools.",
+        discussion: "Install it with: vfio-user-server describe > /usr/share/vfio-user/50-vfio-user-swift.json")
+
+    func run() {
+        var path = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &path, path.count - 1)
+        let binary = String(decoding: path.prefix(max(0, length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let types: [JSONValue] = DeviceTypes.all.map { type in
+            ["id": .string(type.id), "name": .string(type.name), "description": .string(type.description),
+             "device_api": .string(type.deviceAPI)]
+        }
+        let description: JSONValue = [
+            "description": "vfio-user server emulating mediated PCI devices (mtty serial cards, virtio-net NICs)",
+            "type": "vfio-user-server",
+            "binary": .string(binary),
+            "protocol": "vfio-user 0.2",
+            "options": ["--socket-path", "--fd", "--type", "--config", "--control"],
+            "types": .array(types),
+        ]
+        print(description.text)
+    }
+}
