@@ -7,6 +7,8 @@ REPO=$(cd "$E2E_DIR/../.." && pwd)
 SERVER_BIN=${SERVER_BIN:-$REPO/.build/debug/vfio-user-server}
 E2E_TIMEOUT=${E2E_TIMEOUT:-180}
 
+source "$E2E_DIR/checks.sh"
+
 log() { printf '[e2e %s] %s\n' "${E2E_NAME:-}" "$*" >&2; }
 fail() { log "FAIL: $*"; [ -n "${work:-}" ] && [ -f "$work/console.log" ] && tail -n 40 "$work/console.log" >&2; exit 1; }
 
@@ -29,11 +31,16 @@ e2e_setup() {
 }
 
 e2e_cleanup() {
+  # Runs on every exit: keeps the test's status, and a helper that is already gone (kill or wait
+  # failing) must not turn a pass into a failure under set -e.
+  local status=$?
+  set +e
   for pid in "${server_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
   for pid in "${helper_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
   for pid in "${server_pids[@]:-}" "${helper_pids[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null; done
   [ -n "${E2E_NETNS:-}" ] && ip netns del "$E2E_NETNS" 2>/dev/null
   if [ -n "${E2E_KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
+  exit "$status"
 }
 
 # netns_create: a network namespace for the test's traffic (deleted on exit); in_netns runs in it.
@@ -50,12 +57,29 @@ server_start() {
   local name=$1; shift
   local prefix=()
   [ -n "${E2E_NETNS:-}" ] && prefix=(ip netns exec "$E2E_NETNS")
-  "${prefix[@]}" "$SERVER_BIN" "$@" --socket-path "$work/$name" >"$work/server-$name.log" 2>&1 &
+  "${prefix[@]}" "$SERVER_BIN" "$@" --socket-path "$work/$name" --socket-dir "$work" --control "$work/control-$name" \
+    >"$work/server-$name.log" 2>&1 &
   server_pids+=($!)
   for _ in $(seq 100); do [ -S "$work/$name" ] && return 0; sleep 0.1; done
   cat "$work/server-$name.log" >&2
   fail "server did not listen on $name"
 }
+
+# manager_start: starts a server with no device of its own (instances come through its control
+# socket, $work/control.sock, and listen in $work), inside the test's namespace if there is one.
+manager_start() {
+  local prefix=()
+  [ -n "${E2E_NETNS:-}" ] && prefix=(ip netns exec "$E2E_NETNS")
+  "${prefix[@]}" "$SERVER_BIN" --no-default-device --socket-dir "$work" --control "$work/control.sock" "$@" \
+    >"$work/server-manager.log" 2>&1 &
+  server_pids+=($!)
+  for _ in $(seq 100); do [ -S "$work/control.sock" ] && return 0; sleep 0.1; done
+  cat "$work/server-manager.log" >&2
+  fail "server did not open its control socket"
+}
+
+# ctl SUBCOMMAND ARGS...: a management subcommand against manager_start's server.
+ctl() { "$SERVER_BIN" "$@" --control "$work/control.sock"; }
 
 # server_stop: SIGTERM every server; each must exit 0 and remove its socket.
 server_stop() {

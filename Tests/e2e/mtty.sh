@@ -8,25 +8,8 @@ e2e_setup "mtty-${MEMORY:-memfd}"
 server_start mtty.sock --type mtty-2 --trace
 e2e_boot mtty -device "$(device_json mtty.sock)"
 
-expect '^E2E-DEVICE vendor=0x4348 device=0x3253 class=0x070002 subsystem=0x4348:0x3253 revision=0x10' \
-  "the guest sees 4348:3253 class 0x070002 rev 0x10"
-ports=$(console_value E2E-PORTS)
-[ "$(echo $ports | wc -w)" -eq 2 ] || fail "expected two serial ports, got '$ports'"
-log "ok: the PCI device has two tty ports: $ports"
-for i in 0 1; do
-  start=$(awk -v i=$i '$1 == "E2E-BAR" && $2 == i { print $3 }' "$work/console.log" | tr -d '\r')
-  port=$(printf '0x%x' "$start")
-  expect "^E2E-UART .*ttyS[0-9]+ at I/O $port .* is a 16550A" "BAR$i (I/O $port) is a 16550A port"
-done
-for p in $ports; do
-  expect "^E2E-READ $p hello from $p" "$p loops a line back"
-  expect "^E2E-BULK $p ok" "$p loops 4 KiB of random bytes back intact"
-  line=$(grep "^E2E-IRQ $p " "$work/console.log" | tr -d '\r')
-  before=$(echo "$line" | sed 's/.*before=\([0-9]*\).*/\1/'); after=$(echo "$line" | sed 's/.*after=\([0-9]*\).*/\1/')
-  [ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt "$before" ] || fail "$p: no interrupts counted ($line)"
-  log "ok: $p was interrupt-driven ($((after - before)) INTx interrupts)"
-done
-grep -q "E2E-FAILED" "$work/console.log" && fail "guest reported: $(grep E2E-FAILED "$work/console.log")"
+check_mtty_guest
+check_guest_clean
 server_stop
 log "ok: server exited 0 on SIGTERM and removed its socket"
 summary=$(grep "session summary" "$work/server-mtty.sock.log" | tail -1)

@@ -1,0 +1,65 @@
+# What the host checks in a guest's console, per device; shared by the tests that attach the
+# device alone and the one that attaches several from one server. Sourced by lib.sh.
+
+# check_mtty_guest: the guest saw the mtty-2 and looped bytes through both ports with interrupts.
+check_mtty_guest() {
+  expect '^E2E-DEVICE vendor=0x4348 device=0x3253 class=0x070002 subsystem=0x4348:0x3253 revision=0x10' \
+    "the guest sees 4348:3253 class 0x070002 rev 0x10"
+  local ports port start i p line before after
+  ports=$(console_value E2E-PORTS)
+  [ "$(echo $ports | wc -w)" -eq 2 ] || fail "expected two serial ports, got '$ports'"
+  log "ok: the PCI device has two tty ports: $ports"
+  for i in 0 1; do
+    start=$(awk -v i=$i '$1 == "E2E-BAR" && $2 == i { print $3 }' "$work/console.log" | tr -d '\r')
+    port=$(printf '0x%x' "$start")
+    expect "^E2E-UART .*ttyS[0-9]+ at I/O $port .* is a 16550A" "BAR$i (I/O $port) is a 16550A port"
+  done
+  for p in $ports; do
+    expect "^E2E-READ $p hello from $p" "$p loops a line back"
+    expect "^E2E-BULK $p ok" "$p loops 4 KiB of random bytes back intact"
+    line=$(grep "^E2E-IRQ $p " "$work/console.log" | tr -d '\r')
+    before=$(echo "$line" | sed 's/.*before=\([0-9]*\).*/\1/'); after=$(echo "$line" | sed 's/.*after=\([0-9]*\).*/\1/')
+    [ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt "$before" ] || fail "$p: no interrupts counted ($line)"
+    log "ok: $p was interrupt-driven ($((after - before)) INTx interrupts)"
+  done
+}
+
+# tap_peer_setup: the namespace's end of the guest's link: 10.99.0.1 on vtap0 (made by the
+# server), and a TCP listener on port 5000 writing to $work/received.
+tap_peer_setup() {
+  for _ in $(seq 50); do in_netns ip link show vtap0 >/dev/null 2>&1 && break; sleep 0.1; done
+  in_netns ip addr add 10.99.0.1/24 dev vtap0
+  in_netns ip link set vtap0 up
+  # busybox nc stops at the end of its own stdin: give it a FIFO held open, which never ends.
+  mkfifo "$work/nc-input"
+  exec 7<>"$work/nc-input"
+  in_netns busybox nc -l -p 5000 < "$work/nc-input" > "$work/received" &
+  helper_pids+=($!)
+}
+
+# check_virtio_net_guest MAC: the guest's virtio_net drove the NIC: link, ping, 10 MiB intact, MSI-X.
+check_virtio_net_guest() {
+  local mac=$1 sent received size msix
+  expect '^E2E-DEVICE vendor=0x1af4 device=0x1041 class=0x020000 driver=virtio-pci' "the guest's virtio-pci binds 1af4:1041 class 0x020000"
+  expect "^E2E-IFACE eth[0-9]+ mac=$mac" "virtio_net made an interface with the device's MAC"
+  expect '^E2E-LINK up' "the link is up"
+  expect '^E2E-PING ok' "the guest pings the namespace's address through the TAP"
+  expect '^E2E-SENT ok' "the guest sent 10 MiB over TCP"
+  for _ in $(seq 50); do [ "$(stat -c %s "$work/received")" -ge 10485760 ] && break; sleep 0.1; done
+  sent=$(console_value E2E-MD5)
+  received=$(md5sum < "$work/received" | cut -d' ' -f1)
+  size=$(stat -c %s "$work/received")
+  [ "$size" -eq 10485760 ] || fail "received $size bytes, not 10485760"
+  [ "$sent" = "$received" ] || fail "checksum mismatch: guest sent $sent, namespace received $received"
+  log "ok: 10 MiB arrived intact (md5 $received)"
+  msix=$(grep '^E2E-INTR .*virtio[0-9]*-\(input\|output\)' "$work/console.log" | grep -c 'PCI-MSIX' || true)
+  [ "$msix" -ge 2 ] || fail "the queues did not use MSI-X interrupts: $(grep E2E-INTR "$work/console.log")"
+  grep '^E2E-INTR .*virtio[0-9]*-input' "$work/console.log" | awk '{ n = 0; for (i = 3; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; exit !(n > 0) }' \
+    || fail "no receive interrupts counted"
+  log "ok: the guest's queues take MSI-X interrupts ($msix vectors)"
+}
+
+# check_guest_clean: the guest script reported no failure.
+check_guest_clean() {
+  if grep -q "E2E-FAILED" "$work/console.log"; then fail "guest reported: $(grep E2E-FAILED "$work/console.log")"; fi
+}
