@@ -55,4 +55,13 @@ public final class MttyDevice: DeviceModel {
 
     /// A snapshot of the ports' registers (tests, inspection, migration).
     public var portStates: [UART16550] { ports.withLock { $0 } }
+
+    /// Loads migrated ports; the interrupt line follows them.
+    func replacePorts(_ new: [UART16550]) {
+        let line = ports.withLock { ports in
+            ports = new
+            return ports.contains { $0.interruptPending }
+        }
+        function.setINTx(asserted: line)
+    }
 }

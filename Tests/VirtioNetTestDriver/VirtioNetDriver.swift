@@ -13,7 +13,7 @@ import Glibc
 /// Guest memory is a memfd mapped with DMA_MAP (with its fd, or without one in `messageMode`, when
 /// the device reaches it with DMA_READ/DMA_WRITE that this driver serves).
 public final class VirtioNetDriver {
-    public let client: VfioUserClient
+    public private(set) var client: VfioUserClient
     public let ram: GuestRAM
     public let messageMode: Bool
     public private(set) var features: VirtioFeatures = []
@@ -37,10 +37,25 @@ public final class VirtioNetDriver {
         try client.negotiate()
         ram = try GuestRAM(size: memorySize)
         self.messageMode = messageMode
-        client.dmaHandler = ram.memfd.handler(at: ram.base)
-        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: ram.base, size: UInt64(memorySize)),
-                          fd: messageMode ? nil : ram.memfd.fd.descriptor)
+        try mapMemory(on: client)
         try findStructures()
+    }
+
+    /// Gives a device's server this driver's RAM: DMA_MAP (with the memfd unless in message mode)
+    /// and the handler for its DMA messages.
+    public func mapMemory(on client: VfioUserClient) throws {
+        client.dmaHandler = ram.memfd.handler(at: ram.base)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: ram.base, size: UInt64(ram.size)),
+                          fd: messageMode ? nil : ram.memfd.fd.descriptor)
+    }
+
+    /// Continues on another server's device after a migration (its memory mapped with `mapMemory`):
+    /// the same MSI-X eventfds, then every access goes there.
+    public func move(to destination: VfioUserClient) throws {
+        if !vectors.isEmpty {
+            try destination.setIRQs(.msix, [.dataEventfd, .actionTrigger], start: 0, count: UInt32(vectors.count), fds: vectors.map(\.descriptor))
+        }
+        client = destination
     }
 
     // MARK: Discovery
@@ -164,10 +179,12 @@ public final class VirtioNetDriver {
         try client.write(structuresBAR, offset: notifyOffset + UInt64(queue.index) * notifyMultiplier, value: UInt16(queue.index), posted: true)
     }
 
-    /// Queues frames for transmission (a virtio-net header, then the frame) and kicks once.
+    /// Queues frames for transmission (a virtio-net header, then the frame) and kicks once (unless
+    /// `kick` is false: the frames are then only published in the ring).
     /// Returns how many were queued (limited by free descriptors).
     @discardableResult
-    public func transmit(_ frames: [[UInt8]], header: VirtioNetHeader = VirtioNetHeader(), indirect: Bool = false) throws -> Int {
+    public func transmit(_ frames: [[UInt8]], header: VirtioNetHeader = VirtioNetHeader(), indirect: Bool = false,
+                         kick: Bool = true) throws -> Int {
         let old = tx.availableIndex
         var queued = 0
         for frame in frames {
@@ -183,7 +200,7 @@ public final class VirtioNetDriver {
             queued += 1
         }
         tx.publishAvailable()
-        try kickIfNeeded(tx, since: old)
+        if kick { try kickIfNeeded(tx, since: old) }
         return queued
     }
 

@@ -19,4 +19,8 @@ without_fd=$(echo "$summary" | sed 's/.* \([0-9]*\) without.*/\1/')
 if [ "${MEMORY:-memfd}" = anon ]; then [ "$with_fd" -eq 0 ] && [ "$without_fd" -gt 0 ] || fail "anonymous RAM: $summary"
 else [ "$with_fd" -gt 0 ] || fail "memfd RAM but no DMA_MAP carried an fd: $summary"; fi
 log "ok: QEMU's DMA maps were all accepted ($with_fd with an fd, $without_fd without)"
+# A fact about the client, not the server: does this QEMU drive vfio-user migration at all?
+features=$(grep -c " DEVICE_FEATURE" "$work/server-mtty.sock.log" || true)
+if [ "$features" -eq 0 ]; then log "note: QEMU sent no DEVICE_FEATURE: it does not drive vfio-user migration"
+else log "note: QEMU sent $features DEVICE_FEATURE messages: it asks about migration"; fi
 log "PASS"

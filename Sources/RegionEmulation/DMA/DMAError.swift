@@ -25,6 +25,8 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
     case pinsHeld(address: UInt64, pins: Int)
     /// Message-mode DMA could not reach the client.
     case channel(Errno, String)
+    /// The request conflicts with what is going on (dirty logging already on): EBUSY.
+    case busy(String)
 
     public var errno: Errno {
         switch self {
@@ -37,6 +39,7 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
         case let .mapFailed(errno): errno
         case .pinsHeld: .resourceBusy
         case let .channel(errno, _): errno
+        case .busy: .resourceBusy
         }
     }
 
@@ -53,6 +56,7 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
         case let .mapFailed(errno): "mmap failed: \(errno.name)"
         case let .pinsHeld(address, pins): "mapping at \(hex(address)) still has \(pins) pins"
         case let .channel(errno, why): "DMA message failed: \(errno.name) \(why)"
+        case let .busy(why): why
         }
     }
 }

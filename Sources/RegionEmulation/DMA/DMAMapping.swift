@@ -94,8 +94,11 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
         }
     }
 
-    func isDirty(page: Int) -> Bool { clinux_atomic_load_u64(dirty + page / 64) & (1 << UInt64(page % 64)) != 0 }
-    func clearDirty(page: Int) { _ = clinux_atomic_and_u64(dirty + page / 64, ~(1 << UInt64(page % 64))) }
+    /// The dirty bits of word `word` within `mask`; with `clear`, taken atomically (a page written
+    /// meanwhile stays dirty for the next report, never lost).
+    func dirtyBits(word: Int, mask: UInt64, clear: Bool) -> UInt64 {
+        (clear ? clinux_atomic_and_u64(dirty + word, ~mask) : clinux_atomic_load_u64(dirty + word)) & mask
+    }
 }
 
 /// What the outside sees of a mapping.

@@ -22,7 +22,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     public let maxMappings: Int
     let lock = ConditionLock()
-    private var table = SortedChunkMap<DMAMapping>()
+    var table = SortedChunkMap<DMAMapping>()
+    /// DMA_LOGGING_START's page size and ranges while dirty logging is on (see DMALogging.swift).
+    var logging: DMALogging?
     private var fileMappings = FileMappings()
     private var channel: DMAMessageChannel?
     private var observers: [Int: @Sendable (UInt64, UInt64) -> Void] = [:]
@@ -373,35 +375,6 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             }
             offset += chunk
         }
-    }
-
-    // MARK: Dirty pages
-
-    /// The dirty bitmap of `[iova, iova + size)` at `pageSize` (a power of two, at least 4 KiB): one
-    /// bit per page, little-endian QWORDs. `clear` resets what was reported. The range may span
-    /// several mappings; pages outside any mapping read clean.
-    public func dirtyBitmap(_ iova: UInt64, size: UInt64, pageSize: Int, clear: Bool) throws(DMAError) -> [UInt64] {
-        guard pageSize >= Self.pageSize, pageSize.nonzeroBitCount == 1 else {
-            throw .invalid("dirty page size \(pageSize) is not a power of two >= 4096")
-        }
-        guard size > 0, iova <= UInt64.max - size + 1 else { throw .invalid("bad dirty bitmap range") }
-        let pages = Int((size + UInt64(pageSize) - 1) / UInt64(pageSize))
-        var bitmap = [UInt64](repeating: 0, count: (pages + 63) / 64)
-        let ratioShift = pageSize.trailingZeroBitCount - Self.pageShift
-        lock.withLock {
-            table.forEach { _, mapping in
-                guard mapping.end > iova, mapping.iova < iova &+ size else { return }
-                let mappingPages = Int((mapping.size + UInt64(Self.pageSize) - 1) >> Self.pageShift)
-                for page in 0..<mappingPages where mapping.isDirty(page: page) {
-                    let address = mapping.iova + UInt64(page) << Self.pageShift
-                    guard address >= iova || address + UInt64(Self.pageSize) > iova, address < iova &+ size else { continue }
-                    let bit = Int((max(address, iova) - iova) >> Self.pageShift) >> ratioShift
-                    if bit < pages { bitmap[bit / 64] |= 1 << UInt64(bit % 64) }
-                    if clear { mapping.clearDirty(page: page) }
-                }
-            }
-        }
-        return bitmap
     }
 
     // MARK: Inspection

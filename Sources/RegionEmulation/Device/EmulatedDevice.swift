@@ -9,12 +9,15 @@ import VfioUserProto
 public final class EmulatedDevice: Sendable {
     public let model: DeviceModel
     public let dma: DMASpace
+    /// Present when the model can migrate.
+    let migration: MigrationEngine?
 
     public var function: PCIFunction { model.function }
 
     public init(model: DeviceModel, maxDMAMappings: Int = DMASpace.defaultMaxMappings) {
         self.model = model
         dma = DMASpace(maxMappings: maxDMAMappings)
+        migration = (model as? MigratableDevice).map(MigrationEngine.init)
         model.attach(dma: dma)
     }
 
@@ -53,7 +56,7 @@ public final class EmulatedDevice: Sendable {
     // MARK: REGION_READ / REGION_WRITE
 
     public func read(_ index: RegionIndex, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(RegionError) {
-        let (bar, definition) = try checkedAccess(index, offset: offset, count: buffer.count)
+        let (bar, definition) = try checkedAccess(index, offset: offset, count: buffer.count, write: false)
         guard let bar, let definition else {
             function.readConfig(offset: Int(offset), into: buffer)
             model.patchConfigRead(offset: Int(offset), into: buffer)
@@ -71,7 +74,7 @@ public final class EmulatedDevice: Sendable {
     }
 
     public func write(_ index: RegionIndex, offset: UInt64, data: UnsafeRawBufferPointer) throws(RegionError) {
-        let (bar, definition) = try checkedAccess(index, offset: offset, count: data.count)
+        let (bar, definition) = try checkedAccess(index, offset: offset, count: data.count, write: true)
         guard let bar, let definition else {
             let effect = function.writeConfig(offset: Int(offset), data: data)
             model.configWritten(offset: Int(offset), size: data.count)
@@ -90,8 +93,11 @@ public final class EmulatedDevice: Sendable {
     }
 
     /// Validates an access and says whether it targets a BAR (and which) or config space.
-    private func checkedAccess(_ index: RegionIndex, offset: UInt64, count: Int) throws(RegionError) -> (Int?, BARDefinition?) {
+    private func checkedAccess(_ index: RegionIndex, offset: UInt64, count: Int, write: Bool) throws(RegionError) -> (Int?, BARDefinition?) {
         let descriptor = try region(index)
+        if let migration {
+            do throws(MigrationError) { try migration.checkAccess(config: index == .config, write: write) } catch { throw .migration(error) }
+        }
         guard count > 0, offset < descriptor.size, UInt64(count) <= descriptor.size - offset else {
             throw .outOfBounds(region: index, offset: offset, count: count, size: descriptor.size)
         }
@@ -118,6 +124,7 @@ public final class EmulatedDevice: Sendable {
     // MARK: DEVICE_RESET and disconnection
 
     public func reset(_ reason: ResetReason) {
+        migration?.reset() // VFIO_DEVICE_RESET returns the migration state to RUNNING
         function.reset(lostConnection: reason == .lostConnection)
         model.reset(reason)
     }

@@ -7,9 +7,15 @@ public enum RegionError: ErrnoConvertible, Equatable, CustomStringConvertible {
     case noSuchIRQ(UInt32)
     case outOfBounds(region: RegionIndex, offset: UInt64, count: Int, size: UInt64)
     case notWritable(RegionIndex)
+    /// The device is stopped for migration, or in its ERROR state.
+    case migration(MigrationError)
 
-    /// EINVAL, as the kernel's vfio-pci and libvfio-user answer each of these.
-    public var errno: Errno { .invalidArgument }
+    /// EINVAL, as the kernel's vfio-pci and libvfio-user answer each of these; a migration state
+    /// that forbids the access has its own.
+    public var errno: Errno {
+        if case let .migration(error) = self { return error.errno }
+        return .invalidArgument
+    }
 
     public var description: String {
         switch self {
@@ -18,6 +24,7 @@ public enum RegionError: ErrnoConvertible, Equatable, CustomStringConvertible {
         case let .outOfBounds(region, offset, count, size):
             "\(region) access of \(count) bytes at 0x\(String(offset, radix: 16)) is outside its \(size) bytes"
         case let .notWritable(region): "\(region) is read-only"
+        case let .migration(error): error.description
         }
     }
 }

@@ -56,6 +56,10 @@ public final class InterruptEngine: Sendable {
         var intxDisabled = false
         /// INTx unmask eventfd (SET_IRQS EVENTFD|UNMASK): the client signals it to unmask.
         var intxUnmaskEventfd: OwnedFileDescriptor?
+        /// Stopped for migration: the device raises no interrupt (VFIO's STOP: "must not generate
+        /// interrupts"); what it raises meanwhile stays pending. ERR and REQ are the server's own
+        /// notifications and go through.
+        var suspended = false
     }
 
     private let state: Mutex<State>
@@ -168,7 +172,7 @@ public final class InterruptEngine: Sendable {
 
     private static func assertINTx(_ s: inout State, pulse: Bool) -> OwnedFileDescriptor? {
         let vector = s.indexes[0].vectors[0]
-        guard let fd = vector.trigger, !vector.masked, !s.intxDisabled else {
+        guard let fd = vector.trigger, !vector.masked, !s.intxDisabled, !s.suspended else {
             s.indexes[0].setPending(0, true)
             return nil
         }
@@ -183,7 +187,8 @@ public final class InterruptEngine: Sendable {
     private static func deliver(_ s: inout State, _ i: Int, _ n: Int) -> OwnedFileDescriptor? {
         guard s.indexes[i].enabled else { return nil }
         let vector = s.indexes[i].vectors[n]
-        guard let fd = vector.trigger, !vector.masked, !s.indexes[i].functionMasked else {
+        guard let fd = vector.trigger, !vector.masked, !s.indexes[i].functionMasked,
+              !s.suspended || i >= Int(IRQIndex.err.rawValue) else {
             s.indexes[i].setPending(n, true)
             return nil
         }
@@ -196,7 +201,7 @@ public final class InterruptEngine: Sendable {
     private static func flushPending(_ s: inout State) -> [OwnedFileDescriptor] {
         var fds: [OwnedFileDescriptor] = []
         if !s.indexes[0].vectors.isEmpty, s.indexes[0].vectors[0].pending || s.intxLevel,
-           s.indexes[0].vectors[0].trigger != nil, !s.indexes[0].vectors[0].masked, !s.intxDisabled {
+           s.indexes[0].vectors[0].trigger != nil, !s.indexes[0].vectors[0].masked, !s.intxDisabled, !s.suspended {
             if let fd = assertINTx(&s, pulse: true) { fds.append(fd) }
         }
         for i in 1..<s.indexes.count where s.indexes[i].pendingCount > 0 {
@@ -246,6 +251,24 @@ public final class InterruptEngine: Sendable {
             let i = Int(index.rawValue)
             for n in s.indexes[i].vectors.indices where s.indexes[i].vectors[n].trigger == nil {
                 s.indexes[i].vectors[n].masked = true
+            }
+        }
+    }
+
+    /// Migration's stopped states hold every device interrupt pending; resuming delivers them.
+    public func setSuspended(_ suspended: Bool) {
+        applyAndFlush { $0.suspended = suspended }
+    }
+
+    public var isSuspended: Bool { state.withLock { $0.suspended } }
+
+    /// Sets the pending bit of each vector in `bits` (u64 words, as `pendingBits` returns them):
+    /// pending interrupts carried over by a migration, delivered once deliverable.
+    public func restorePending(_ index: IRQIndex, bits: [UInt64]) {
+        applyAndFlush { s in
+            let i = Int(index.rawValue)
+            for n in s.indexes[i].vectors.indices where n / 64 < bits.count && bits[n / 64] & (1 << UInt64(n % 64)) != 0 {
+                s.indexes[i].setPending(n, true)
             }
         }
     }
@@ -390,6 +413,7 @@ public final class InterruptEngine: Sendable {
         state.withLock { s in
             s.intxLevel = false
             s.intxDisabled = false
+            s.suspended = false
             for i in s.indexes.indices {
                 s.indexes[i].functionMasked = false
                 if i == 1 || i == 2 { s.indexes[i].enabled = false }

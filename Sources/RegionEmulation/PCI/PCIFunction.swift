@@ -251,6 +251,16 @@ public final class PCIFunction: Sendable {
         }
     }
 
+    /// The MSI-X table's address and data bytes (vector control comes from the interrupt engine).
+    var msixTableBytes: [UInt8] { state.withLock { $0.msixTable } }
+
+    func setMSIXTableBytes(_ bytes: [UInt8]) {
+        state.withLock { s in
+            guard bytes.count == s.msixTable.count else { return }
+            s.msixTable = bytes
+        }
+    }
+
     private func resetMSIXTable() {
         guard let msix = layout.msix else { return }
         state.withLock { s in s.msixTable = Array(repeating: 0, count: msix.tableSize) }

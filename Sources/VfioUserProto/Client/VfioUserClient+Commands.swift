@@ -149,13 +149,6 @@ extension VfioUserClient {
     }
 
     func decode<T>(_ payload: [UInt8], _ body: (inout ByteReader) throws(ProtocolError) -> T) throws(ClientError) -> T {
-        let result: Result<T, ProtocolError> = payload.withUnsafeBytes { raw in
-            var reader = ByteReader(raw)
-            do throws(ProtocolError) { return .success(try body(&reader)) } catch { return .failure(error) }
-        }
-        switch result {
-        case let .success(value): return value
-        case let .failure(error): throw .decoding(error)
-        }
+        do throws(ProtocolError) { return try ByteReader.decode(payload, body) } catch { throw .decoding(error) }
     }
 }

@@ -43,3 +43,22 @@ public struct ByteReader {
         _ = try bytes(count: count)
     }
 }
+
+extension ByteReader {
+    /// Runs `body` on a reader over `bytes`: decoding an owned array in one call. With `whole`,
+    /// bytes left over are an error.
+    public static func decode<T>(_ bytes: [UInt8], whole: Bool = false,
+                                 _ body: (inout ByteReader) throws(ProtocolError) -> T) throws(ProtocolError) -> T {
+        let result: Result<T, ProtocolError> = bytes.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            do throws(ProtocolError) {
+                let value = try body(&reader)
+                guard !whole || reader.isAtEnd else { throw .invalid("\(reader.remaining) bytes left over") }
+                return .success(value)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+}

@@ -162,7 +162,9 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         case .deviceSetIRQs: try handleSetIRQs(payload, fds: &fds)
         case .deviceReset: try requireNoFDs(fds); try handleReset(payload)
         case .regionWriteMulti where writeMultipleEnabled: try requireNoFDs(fds); try handleWriteMulti(header, payload)
-        case .deviceFeature: try requireNoFDs(fds); throw SessionError.unsupported("DEVICE_FEATURE: this device has no migration or dirty logging")
+        case .deviceFeature: try requireNoFDs(fds); try handleDeviceFeature(payload)
+        case .migDataRead: try requireNoFDs(fds); try handleMigrationDataRead(payload)
+        case .migDataWrite: try requireNoFDs(fds); try handleMigrationDataWrite(payload)
         default: throw SessionError.unknownCommand(header.command)
         }
     }

@@ -20,6 +20,19 @@ public struct NetStatistics: Sendable, Equatable {
     public var kicks = 0
 }
 
+/// Where a paused datapath's rings stand, and a received frame still waiting for guest buffers:
+/// everything in flight when a virtio-net device is migrated.
+struct DatapathSnapshot: Sendable, Equatable {
+    struct Ring: Sendable, Equatable {
+        var lastAvailable: UInt16
+        var usedIndex: UInt16
+    }
+
+    /// Receive, transmit, control; nil for a queue the driver did not set up.
+    var queues: [Ring?]
+    var pendingFrame: [UInt8]
+}
+
 /// The datapath of a virtio-net device, on its own thread: it takes frames off the transmit queue
 /// into the backend and from the backend into the receive queue, and serves the control queue.
 ///
@@ -48,7 +61,14 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     private let terminated = Atomic<Bool>(false)
     private let lock = ConditionLock()
     private var requestedFeatures: VirtioFeatures? // under lock: what to run with (nil: stopped)
+    private var requestedRestore: DatapathSnapshot? // under lock: ring positions to resume at (migration)
     private let counters = Mutex(NetStatistics())
+    /// Migration's pause: the thread stops at its next safe point (every used entry published) and
+    /// records where the rings stand; `pausedGeneration` says it did.
+    private let pauseRequested = Atomic<Bool>(false)
+    private let pauseGeneration = Atomic<Int>(0)
+    private let pausedGeneration = Atomic<Int>(0)
+    private let pausedSnapshot = Mutex<DatapathSnapshot?>(nil)
 
     // Owned by the datapath thread.
     private var epoch = 0
@@ -108,8 +128,40 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     }
 
     /// DRIVER_OK: run with the negotiated features (the thread picks them up; nothing waits).
-    func start(features: VirtioFeatures) {
-        _ = changeEpoch(features)
+    /// `restoring` resumes the rings where a migrated device left them.
+    func start(features: VirtioFeatures, restoring: DatapathSnapshot? = nil) {
+        _ = changeEpoch(features, restoring: restoring)
+    }
+
+    // MARK: Migration
+
+    /// Asks the thread to stop at its next safe point; waits for it briefly (see `stop`: with
+    /// message-mode DMA it may be inside a DMA message the client answers only later).
+    func pause() {
+        let generation = lock.withLock { () -> Int in
+            pauseRequested.store(true, ordering: .sequentiallyConsistent)
+            return pauseGeneration.add(1, ordering: .sequentiallyConsistent).newValue
+        }
+        try? wakeup.signalEventfd()
+        _ = waitPaused(generation, milliseconds: 100)
+    }
+
+    /// Where the rings stand once the thread has paused; nil if it did not within `milliseconds`.
+    func pausedState(milliseconds: Int) -> DatapathSnapshot? {
+        let generation = pauseGeneration.load(ordering: .sequentiallyConsistent)
+        guard pauseRequested.load(ordering: .sequentiallyConsistent), waitPaused(generation, milliseconds: milliseconds) else { return nil }
+        return pausedSnapshot.withLock { $0 }
+    }
+
+    private func waitPaused(_ generation: Int, milliseconds: Int) -> Bool {
+        let done = { self.pausedGeneration.load(ordering: .sequentiallyConsistent) >= generation }
+        if let dma { return dma.waitServicing(until: done, milliseconds: milliseconds) }
+        return pollUntil(done, milliseconds: milliseconds)
+    }
+
+    func resume() {
+        pauseRequested.store(false, ordering: .sequentiallyConsistent)
+        try? wakeup.signalEventfd()
     }
 
     /// Reset: stop touching the rings. Returns once the thread let go of them, or after 100 ms
@@ -120,9 +172,10 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         if let dma { _ = dma.waitServicing(until: done, milliseconds: 100) } else { _ = pollUntil(done, milliseconds: 100) }
     }
 
-    private func changeEpoch(_ features: VirtioFeatures?) -> Int {
+    private func changeEpoch(_ features: VirtioFeatures?, restoring: DatapathSnapshot? = nil) -> Int {
         let target = lock.withLock { () -> Int in
             requestedFeatures = features
+            requestedRestore = restoring
             return requestedEpoch.add(1, ordering: .sequentiallyConsistent).newValue
         }
         try? wakeup.signalEventfd()
@@ -145,6 +198,10 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         while !terminated.load(ordering: .sequentiallyConsistent) {
             cache?.releaseIfRequested()
             applyEpoch()
+            if pauseRequested.load(ordering: .sequentiallyConsistent) {
+                acknowledgePause()
+                continue
+            }
             var worked = false
             if !broken, let memory {
                 do {
@@ -168,7 +225,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     private func applyEpoch() {
         let requested = requestedEpoch.load(ordering: .sequentiallyConsistent)
         guard requested != epoch else { return }
-        let wanted = lock.withLock { requestedFeatures }
+        let (wanted, restore) = lock.withLock { (requestedFeatures, requestedRestore) }
         rx = nil
         tx = nil
         ctrl = nil
@@ -187,6 +244,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
             rx = try queue(VirtioNetDevice.receiveQueue)
             tx = try queue(VirtioNetDevice.transmitQueue)
             if wanted.contains(.netControlQueue) { ctrl = try queue(VirtioNetDevice.controlQueue) }
+            if let restore { self.restore(restore) }
             try rx?.setNotifications(true, memory)
             try tx?.setNotifications(true, memory)
             try ctrl?.setNotifications(true, memory)
@@ -203,6 +261,44 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         return try SplitVirtqueue(size: configuration.size, descriptorTable: configuration.descriptorTable,
                                   availableRing: configuration.availableRing, usedRing: configuration.usedRing,
                                   eventIndex: features.contains(.ringEventIndex), indirect: features.contains(.ringIndirectDescriptors))
+    }
+
+    /// Paused for migration: every used entry is published (pauses are taken only between
+    /// batches), so the rings' positions and a frame still waiting for buffers are the whole
+    /// in-flight state. Records them, then sleeps until resumed, restarted or terminated.
+    private func acknowledgePause() {
+        let generation = pauseGeneration.load(ordering: .sequentiallyConsistent)
+        if pausedGeneration.load(ordering: .sequentiallyConsistent) < generation {
+            let snapshot = DatapathSnapshot(
+                queues: [rx, tx, ctrl].map { $0.map { DatapathSnapshot.Ring(lastAvailable: $0.lastAvailable, usedIndex: $0.usedIndex) } },
+                pendingFrame: Array(receiveBuffer[..<pendingFrameLength]))
+            pausedSnapshot.withLock { $0 = snapshot }
+            cache?.releaseAll() // an unmap while stopped need not wait for us
+            pausedGeneration.store(generation, ordering: .sequentiallyConsistent)
+        }
+        sleeping.store(true, ordering: .sequentiallyConsistent)
+        defer { sleeping.store(false, ordering: .sequentiallyConsistent) }
+        guard pauseRequested.load(ordering: .sequentiallyConsistent), requestedEpoch.load(ordering: .sequentiallyConsistent) == epoch,
+              !terminated.load(ordering: .sequentiallyConsistent) else { return }
+        var fds = [pollfd(fd: wakeup.rawValue, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&fds, 1, -1)
+        _ = try? wakeup.readEventfd()
+    }
+
+    /// Puts the rings where a migrated device had them.
+    private func restore(_ snapshot: DatapathSnapshot) {
+        for (index, ring) in snapshot.queues.enumerated() {
+            guard let ring else { continue }
+            switch index {
+            case VirtioNetDevice.receiveQueue: rx?.restore(lastAvailable: ring.lastAvailable, usedIndex: ring.usedIndex)
+            case VirtioNetDevice.transmitQueue: tx?.restore(lastAvailable: ring.lastAvailable, usedIndex: ring.usedIndex)
+            case VirtioNetDevice.controlQueue: ctrl?.restore(lastAvailable: ring.lastAvailable, usedIndex: ring.usedIndex)
+            default: break
+            }
+        }
+        let length = min(snapshot.pendingFrame.count, receiveBuffer.count)
+        snapshot.pendingFrame.withUnsafeBytes { receiveBuffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+        pendingFrameLength = length
     }
 
     /// Waits for a kick, a start/stop, or (when the receive queue can take a frame) backend input.
@@ -266,6 +362,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
             done += Int(pending)
             try queue.publishUsed(pending, memory)
             if try queue.needsInterrupt(memory) { signal(VirtioNetDevice.transmitQueue) }
+            if pauseRequested.load(ordering: .relaxed) { return true } // a migration waits for this batch boundary
         }
     }
 

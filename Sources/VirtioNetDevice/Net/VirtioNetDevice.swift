@@ -17,7 +17,9 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     public let transport: VirtioPCITransport
     public let backend: NetBackend
     let datapath: NetDatapath
-    private let state: Mutex<NetState>
+    let state: Mutex<NetState>
+    /// Ring positions of a migrated-in state, applied when the device resumes.
+    let pendingRestore = Mutex<DatapathSnapshot?>(nil)
 
     struct NetState {
         var mac: [UInt8]
@@ -66,7 +68,9 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     /// DEVICE_RESET, FLR or a lost connection: as if the driver wrote status 0 (the datapath stops
     /// and lets go of the rings, the registers and the filter go back to power-on).
     public func reset(_ reason: ResetReason) {
+        pendingRestore.withLock { $0 = nil }
         transport.reset()
+        datapath.resume() // a reset also ends a migration's pause
     }
 
     public func attach(dma: DMASpace) { datapath.attach(dma: dma) }

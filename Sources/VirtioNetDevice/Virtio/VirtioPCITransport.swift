@@ -60,7 +60,7 @@ public final class VirtioPCITransport: Sendable {
     public let queueCount: Int
     public let maxQueueSize: UInt16
     public let msixVectors: Int
-    private let state: Mutex<State>
+    let state: Mutex<State>
 
     /// The device type and PCI function, bound once by the device model after it built them.
     private struct Binding {
