@@ -116,4 +116,23 @@ struct NetMigrationTests {
         expectErrno(.invalidArgument) { try to.setMigrationState(.running) }
         #expect(try to.migrationState() == .error, "queues of 256 do not fit a device of at most 64")
     }
+
+    /// Dirty logging over the guest's RAM sees exactly what the NIC wrote on a receive: the
+    /// buffer, the used ring's element and index, and avail_event (EVENT_IDX).
+    @Test func dirtyLoggingSeesExactlyThePagesTheNICWrote() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        let ram = bed.driver.ram
+        try bed.driver.client.startDirtyLogging(ranges: [DMARange(iova: ram.base, length: UInt64(ram.size))])
+        let buffer = ram.allocate(0, alignment: 4096) // the next allocation: the receive buffer
+        try bed.driver.postReceiveBuffers(1)
+        let frame = NetTestBed.frame(length: 100)
+        bed.wireSend(frame)
+        #expect(try bed.driver.receive(count: 1).map(\.frame) == [frame])
+        let bitmap = try bed.driver.client.dirtyPages(iova: ram.base, length: UInt64(ram.size))
+        let reported = Set((0..<(bitmap.count * 64)).filter { bitmap[$0 / 64] & (1 << UInt64($0 % 64)) != 0 })
+        let used = bed.driver.rx.usedRing, size = UInt64(bed.driver.rx.size)
+        let written = [buffer, buffer + UInt64(VirtioNetHeader.size + frame.count - 1), used + 2, used + 4, used + 4 + 8 * size]
+        #expect(reported == Set(written.map { Int(($0 - ram.base) / 4096) }))
+    }
 }
