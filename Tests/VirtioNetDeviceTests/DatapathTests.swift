@@ -87,6 +87,20 @@ struct DatapathTests {
         #expect(try bed.driver.receive(count: 1).map(\.frame) == [frame])
     }
 
+    @Test(arguments: [(false, 0), (true, 0), (true, 1), (true, 2)])
+    func controlCommandsBackToBackAreEachServed(messageMode: Bool, racing: Int) throws {
+        // The driver spins on each answer and adds the next command at once, kicking only when
+        // avail_event asks for it: after moving avail_event the device must look once more, or
+        // a command added after its last look but before the move is never served.
+        let bed = try NetTestBed(messageMode: messageMode)
+        try bed.up()
+        var served = 0
+        while served < 200, try bed.driver.control(class: 0, command: 0, data: [UInt8(served & 1)], racing: racing) == 0 {
+            served += 1
+        }
+        #expect(served == 200)
+    }
+
     @Test func theControlQueueSetsFiltersAndTheMAC() throws {
         let bed = try NetTestBed()
         try bed.up()

@@ -488,7 +488,14 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         guard var queue = ctrl, let device else { return }
         defer { ctrl = queue }
         var served = false
-        while try queue.pop(into: &controlChain, memory) {
+        while true {
+            guard try queue.pop(into: &controlChain, memory) else {
+                // Idle: ask for a kick, then look once more. The driver spins on each command's
+                // used entry and may add the next one before avail_event moved; it would not kick.
+                try queue.setNotifications(true, memory)
+                if try queue.pendingCount(memory) > 0 { continue }
+                break
+            }
             let chain = controlChain
             var ack = VirtioNetDevice.controlError
             let length = chain.readableLength
@@ -504,7 +511,6 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
             served = true
         }
         if served, try queue.needsInterrupt(memory) { signal(VirtioNetDevice.controlQueue) }
-        try queue.setNotifications(true, memory)
     }
 
     private func signal(_ queue: Int) {
