@@ -68,7 +68,7 @@ let package = Package(
                 path: "Tests/VirtioNetTestDriver", swiftSettings: strict),
         .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioNetTestDriver", "VfioUserServer", "TestSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(

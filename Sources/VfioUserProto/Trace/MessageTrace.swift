@@ -118,15 +118,15 @@ public enum MessageTrace {
         }
     }
 
-    static func hex<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }
+    static func hex<T: BinaryInteger>(_ value: T) -> String { hexText(value) }
 
     /// Up to 16 bytes in hex, longer data as a byte count.
-    static func hexBytes(_ bytes: [UInt8]) -> String {
+    public static func hexBytes(_ bytes: [UInt8]) -> String {
         guard bytes.count <= 16 else { return "\(bytes.count)B" }
         return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
-    static func dmaFlags(_ flags: DMAMapFlags) -> String {
+    public static func dmaFlags(_ flags: DMAMapFlags) -> String {
         var parts: [String] = []
         if flags.contains(.read) { parts.append("READ") }
         if flags.contains(.write) { parts.append("WRITE") }
@@ -135,7 +135,7 @@ public enum MessageTrace {
         return parts.isEmpty ? "0" : parts.joined(separator: "|")
     }
 
-    static func regionFlags(_ flags: RegionInfoFlags) -> String {
+    public static func regionFlags(_ flags: RegionInfoFlags) -> String {
         var parts: [String] = []
         if flags.contains(.read) { parts.append("READ") }
         if flags.contains(.write) { parts.append("WRITE") }
@@ -144,7 +144,7 @@ public enum MessageTrace {
         return parts.isEmpty ? "0" : parts.joined(separator: "|")
     }
 
-    static func irqFlags(_ flags: IRQInfoFlags) -> String {
+    public static func irqFlags(_ flags: IRQInfoFlags) -> String {
         var parts: [String] = []
         if flags.contains(.eventfd) { parts.append("EVENTFD") }
         if flags.contains(.maskable) { parts.append("MASKABLE") }
