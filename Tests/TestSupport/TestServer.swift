@@ -86,14 +86,21 @@ public final class ServerProcess {
     /// Starts the server on a socket path, or (with `inheriting`) on that socket passed as fd 3.
     /// Its socket directory and control socket are in `directory`; with `firstDevice` false no
     /// `--socket-path` is added (for `--config` or `--no-default-device` runs).
+    /// `serverOptions` false runs another subcommand (the proxy) as it is, waiting for `waitFor`.
+    /// `program` replaces the server executable (an example built with the package).
     public init(arguments: [String] = ["--type", "mtty-2"], inheriting socket: OwnedFileDescriptor? = nil,
-                firstDevice: Bool = true) throws {
+                firstDevice: Bool = true, serverOptions: Bool = true, waitFor: String? = nil,
+                program: String = ServerProcess.executable) throws {
         path = directory.path + "/device.sock"
         controlPath = directory.path + "/control.sock"
-        var argv = arguments + ["--socket-dir", directory.path, "--control", controlPath]
-        if socket != nil { argv += ["--fd", "3"] } else if firstDevice { argv += ["--socket-path", path] }
-        pid = try Self.spawn(argv, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt", fd3: socket)
-        for _ in 0..<200 where access(controlPath, F_OK) != 0 && !hasExited { usleep(20_000) }
+        var argv = arguments
+        if serverOptions {
+            argv += ["--socket-dir", directory.path, "--control", controlPath]
+            if socket != nil { argv += ["--fd", "3"] } else if firstDevice { argv += ["--socket-path", path] }
+        }
+        pid = try Self.spawn(program, argv, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt", fd3: socket)
+        let ready = waitFor ?? controlPath
+        for _ in 0..<200 where access(ready, F_OK) != 0 && !hasExited { usleep(20_000) }
     }
 
     /// The vfio-user-server binary beside this test binary.
@@ -107,26 +114,49 @@ public final class ServerProcess {
         return directory + "/vfio-user-server"
     }
 
-    private static func spawn(_ arguments: [String], output: String, errors: String, fd3: OwnedFileDescriptor? = nil) throws -> pid_t {
-        var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
+    /// The program's own signal dispositions and an empty signal mask: not the test runner's,
+    /// which blocks signals (a child inheriting that mask would ignore SIGTERM).
+    private static func spawn(_ program: String, _ arguments: [String], environment: [String] = [],
+                              output: String, errors: String, fd3: OwnedFileDescriptor? = nil) throws -> pid_t {
+        var cArguments = ([program] + arguments).map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
+        var inherited = [String]()
+        var index = 0
+        while let entry = environ[index] {
+            inherited.append(String(cString: entry))
+            index += 1
+        }
+        var cEnvironment = (environment + inherited).map { strdup($0) } + [nil]
+        defer { cEnvironment.forEach { free($0) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let fd3 { posix_spawn_file_actions_adddup2(&actions, fd3.rawValue, 3) }
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        var all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var spawned: pid_t = 0
-        let result = posix_spawn(&spawned, executable, &actions, nil, &cArguments, environ)
+        let result = posix_spawnp(&spawned, program, &actions, &attributes, &cArguments, &cEnvironment)
         guard result == 0 else { throw Errno(rawValue: result) }
         return spawned
     }
 
-    /// Runs the executable to completion (a management subcommand): exit status, standard output
-    /// and standard error.
-    public static func run(_ arguments: [String]) throws -> (status: CInt, output: String, errors: String) {
+    /// Runs a program (the server executable unless given) to completion: exit status, standard
+    /// output and standard error. `environment` entries come before the inherited ones.
+    public static func run(_ arguments: [String], program: String = executable,
+                           environment: [String] = []) throws -> (status: CInt, output: String, errors: String) {
         let directory = TemporaryDirectory()
-        let pid = try spawn(arguments, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt")
+        let pid = try spawn(program, arguments, environment: environment,
+                            output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt")
         var status: CInt = 0
         waitpid(pid, &status, 0)
         return (status, readFile(directory.path + "/stdout.txt"), readFile(directory.path + "/stderr.txt"))

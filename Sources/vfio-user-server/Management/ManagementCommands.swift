@@ -31,7 +31,16 @@ struct ControlOptions: ParsableArguments {
 
 struct Types: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List the device types and how many more instances of each can be made (mdevctl types).")
+        abstract: "List the device types and how many more instances of each can be made (mdevctl types).",
+        discussion: """
+        Asks the running server on its control socket. Types that share a resource \
+        pool (mtty-1 and mtty-2 share 24 serial ports) lower each other's \
+        available_instances. With --json the reply is an array of objects.
+
+        EXAMPLE
+          vfio-user-server types
+          vfio-user-server types --json --control /run/vfio-user/control.sock
+        """)
 
     @OptionGroup var options: ControlOptions
 
@@ -55,7 +64,16 @@ struct Types: ParsableCommand {
 }
 
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the instances: UUID, type, state, socket (mdevctl list).")
+    static let configuration = CommandConfiguration(
+        abstract: "List the instances: UUID, type, state, socket (mdevctl list).",
+        discussion: """
+        One line per instance: its UUID, type, state (creating, idle, attached or \
+        removing), socket, and the parameters it was created with.
+
+        EXAMPLE
+          vfio-user-server list
+          vfio-user-server list --json | jq -r '.[].socket'
+        """)
 
     @OptionGroup var options: ControlOptions
 
@@ -75,7 +93,17 @@ struct List: ParsableCommand {
 
 struct Start: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create an instance and serve it on <socket-dir>/<uuid>.sock (mdevctl start).")
+        abstract: "Create an instance and serve it on <socket-dir>/<uuid>.sock (mdevctl start).",
+        discussion: """
+        The server creates the instance if its type has an instance available, \
+        listens on its socket and answers with the QEMU -device argument that \
+        attaches it. A UUID already in use is refused.
+
+        EXAMPLE
+          vfio-user-server start --type mtty-1
+          vfio-user-server start --type virtio-net --param tap=vtap0 \\
+              --uuid 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001
+        """)
 
     @Option(name: .long, help: ArgumentHelp("The device type.", valueName: DeviceTypes.ids.joined(separator: "|")))
     var type: String
