@@ -63,6 +63,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // examples/: a custom device in a few dozen lines, built with the package so it stays true.
+        .executableTarget(name: "example-counter-device", dependencies: ["VfioUserServer", "RegionEmulation"],
+                          path: "examples/CounterDevice", swiftSettings: strict),
         // A virtio-net driver over the client, playing the guest: for tests and benchmarks.
         .target(name: "VirtioNetTestDriver", dependencies: ["VfioUserProto", "VirtioNetDevice", "TestSupport", "CLinux"],
                 path: "Tests/VirtioNetTestDriver", swiftSettings: strict),
