@@ -93,6 +93,29 @@ server_stop() {
 }
 
 # device_json SOCKETNAME: the -device argument that attaches it.
+# relay_start KIND LISTEN TARGET: something between QEMU and the server, logging to
+# $work/relay.log. KIND is proxy (vfio-user-server proxy: fds pass) or socat (they do not).
+relay_start() {
+  local kind=$1 listen=$work/$2 target=$work/$3
+  case $kind in
+    proxy) "$SERVER_BIN" proxy --listen "$listen" --connect "$target" --once >"$work/relay.log" 2>&1 & ;;
+    socat) socat -d -d "UNIX-LISTEN:$listen,unlink-early" "UNIX-CONNECT:$target" >"$work/relay.log" 2>&1 & ;;
+    *) fail "unknown relay $kind" ;;
+  esac
+  relay_pid=$!
+  for _ in $(seq 100); do [ -S "$listen" ] && return 0; sleep 0.1; done
+  cat "$work/relay.log" >&2
+  fail "the $kind relay did not listen on $2"
+}
+# relay_stop: ends the relay (the proxy with --once ends by itself when QEMU leaves) and removes
+# its socket, so that server_stop finds only what the server left.
+relay_stop() {
+  [ -n "${relay_pid:-}" ] || return 0
+  kill -TERM "$relay_pid" 2>/dev/null || true
+  wait "$relay_pid" 2>/dev/null || true
+  relay_pid=
+  rm -f "$work/relay.sock"
+}
 device_json() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s/%s"}}' "$guest_dir" "$1"; }
 
 # e2e_initramfs: busybox, the guest test scripts, and the kernel modules the tests load (xz-unpacked:

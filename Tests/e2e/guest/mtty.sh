@@ -13,6 +13,9 @@ dmesg | grep -E "ttyS[0-9]+ at I/O" | sed 's/^\[[^]]*\] //; s/^/E2E-UART /'
 bdf=$(basename $dev)
 ports=$(dmesg | sed -n "s/.*$bdf: \(ttyS[0-9]*\) at I\/O.*/\1/p")
 echo "E2E-PORTS" $ports
+# e2e.enumerate: no interrupts reach this guest (a relay that drops fds), and a write to a port
+# would wait forever for its transmit interrupt: stop at enumeration.
+grep -qw e2e.enumerate /proc/cmdline && exit 0
 for p in $ports; do
   irq=$(dmesg | sed -n "s/.*$p at I\/O .*(irq = \([0-9]*\),.*/\1/p" | head -1)
   stty -F /dev/$p raw -echo cs8 -parenb -cstopb clocal -crtscts 115200 || echo "E2E-FAILED stty $p"
