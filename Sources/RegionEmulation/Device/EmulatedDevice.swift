@@ -93,19 +93,20 @@ public final class EmulatedDevice: Sendable {
     }
 
     /// Validates an access and says whether it targets a BAR (and which) or config space.
+    /// The hot path of every access: the sizes `region(_:)` reports, without asking the model
+    /// about mmap.
     private func checkedAccess(_ index: RegionIndex, offset: UInt64, count: Int, write: Bool) throws(RegionError) -> (Int?, BARDefinition?) {
-        let descriptor = try region(index)
+        guard index.rawValue < RegionIndex.pciRegionCount else { throw .noSuchRegion(index.rawValue) }
         if let migration {
             do throws(MigrationError) { try migration.checkAccess(config: index == .config, write: write) } catch { throw .migration(error) }
         }
-        guard count > 0, offset < descriptor.size, UInt64(count) <= descriptor.size - offset else {
-            throw .outOfBounds(region: index, offset: offset, count: count, size: descriptor.size)
+        let bar = index.barNumber
+        let definition = bar.flatMap { function.bars[$0] }
+        let size = index == .config ? UInt64(function.configSize) : definition?.size ?? 0
+        guard count > 0, offset < size, UInt64(count) <= size - offset else {
+            throw .outOfBounds(region: index, offset: offset, count: count, size: size)
         }
-        if index == .config { return (nil, nil) }
-        guard let bar = index.barNumber, let definition = function.bars[bar] else {
-            throw .outOfBounds(region: index, offset: offset, count: count, size: 0)
-        }
-        return (bar, definition)
+        return index == .config ? (nil, nil) : (bar, definition)
     }
 
     /// Splits `[offset, offset + count)` into naturally aligned pieces of at most `maxSize` bytes:

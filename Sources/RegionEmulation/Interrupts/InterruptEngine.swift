@@ -63,6 +63,9 @@ public final class InterruptEngine: Sendable {
     }
 
     private let state: Mutex<State>
+    /// `state.intxLevel`, readable without the lock: a model that sets its line low after every
+    /// register access (mtty does) costs no lock while the line stays low. Written under the lock.
+    private let intxLine = Atomic<Bool>(false)
 
     public init(intx: Bool, msiVectors: Int, msiMaskable: Bool, msixVectors: Int) {
         func index(_ count: Int, _ flags: IRQInfoFlags, enabled: Bool) -> IndexState {
@@ -156,9 +159,11 @@ public final class InterruptEngine: Sendable {
     /// once, then stays masked until the client unmasks; if it is still high then, it is signalled
     /// again (the kernel's vfio-pci INTx model).
     public func setINTx(asserted: Bool) {
+        if !asserted && !intxLine.load(ordering: .acquiring) { return } // low already
         let fd: OwnedFileDescriptor? = state.withLock { s in
             guard !s.indexes[0].vectors.isEmpty, s.intxLevel != asserted || asserted else { return nil }
             s.intxLevel = asserted
+            intxLine.store(asserted, ordering: .releasing)
             if !asserted {
                 s.indexes[0].setPending(0, false)
                 return nil
@@ -412,6 +417,7 @@ public final class InterruptEngine: Sendable {
         }
         state.withLock { s in
             s.intxLevel = false
+            intxLine.store(false, ordering: .releasing)
             s.intxDisabled = false
             s.suspended = false
             for i in s.indexes.indices {

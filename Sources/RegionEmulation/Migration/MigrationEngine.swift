@@ -21,6 +21,9 @@ final class MigrationEngine: Sendable {
     }
 
     private let state = Mutex(State())
+    /// `state.current` for the access check every region access makes, read without the lock;
+    /// written under it whenever `current` changes.
+    private let published = Atomic<UInt32>(MigrationState.running.rawValue)
 
     init(model: MigratableDevice) {
         self.model = model
@@ -46,7 +49,10 @@ final class MigrationEngine: Sendable {
                 throw error
             }
             at = step
-            state.withLock { $0.current = step }
+            state.withLock {
+                $0.current = step
+                published.store(step.rawValue, ordering: .releasing)
+            }
         }
     }
 
@@ -135,6 +141,7 @@ final class MigrationEngine: Sendable {
     private func enterError(from: MigrationState) {
         state.withLock {
             $0.current = .error
+            published.store(MigrationState.error.rawValue, ordering: .releasing)
             $0.outgoing = []
             $0.readOffset = 0
             $0.incoming = nil
@@ -172,14 +179,17 @@ final class MigrationEngine: Sendable {
     /// DEVICE_RESET or a lost connection: back to RUNNING, streams dropped. The model's own reset,
     /// which follows, ends its pause (see `MigratableDevice`), and the function's releases interrupts.
     func reset() {
-        state.withLock { $0 = State() }
+        state.withLock {
+            $0 = State()
+            published.store(MigrationState.running.rawValue, ordering: .releasing)
+        }
     }
 
     /// Whether a region access may proceed in the current state. Config space is readable in
     /// every state and writable except while saving (QEMU restores it during RESUMING); BARs are
     /// off limits while the state is being saved or loaded, and in ERROR.
     func checkAccess(config: Bool, write: Bool) throws(MigrationError) {
-        let current = current
+        let current = MigrationState(rawValue: published.load(ordering: .acquiring)) ?? .error
         switch current {
         case .running, .runningP2P, .preCopy, .preCopyP2P, .stop:
             return

@@ -5,22 +5,25 @@
 /// a slice of the same memory, valid as long as the buffer the reader was made from.
 public struct ByteReader {
     public let buffer: UnsafeRawBufferPointer
-    public private(set) var position: Int
+    /// Only this type moves it, always within `0...buffer.count`.
+    @usableFromInline var cursor: Int
 
     public init(_ buffer: UnsafeRawBufferPointer) {
         self.buffer = buffer
-        self.position = 0
+        self.cursor = 0
     }
 
-    public var remaining: Int { buffer.count - position }
-    public var isAtEnd: Bool { position == buffer.count }
+    public var position: Int { cursor }
+    @inlinable public var remaining: Int { buffer.count - cursor }
+    public var isAtEnd: Bool { cursor == buffer.count }
 
-    @inline(__always)
+    // Inlinable, as every decoder in every module reads through it: specialized where it is used.
+    @inlinable @inline(__always)
     public mutating func read<T: FixedWidthInteger>(_: T.Type = T.self) throws(ProtocolError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw .truncated(needed: size, available: remaining) }
-        let value = buffer.loadUnaligned(fromByteOffset: position, as: T.self)
-        position += size
+        let value = buffer.loadUnaligned(fromByteOffset: cursor, as: T.self)
+        cursor += size
         return T(littleEndian: value)
     }
 
@@ -28,14 +31,14 @@ public struct ByteReader {
     public mutating func bytes(count: Int) throws(ProtocolError) -> UnsafeRawBufferPointer {
         guard count >= 0, remaining >= count else { throw .truncated(needed: count, available: remaining) }
         let slice = UnsafeRawBufferPointer(rebasing: buffer[position ..< position + count])
-        position += count
+        cursor += count
         return slice
     }
 
     /// Everything not read yet, without copying.
     public mutating func rest() -> UnsafeRawBufferPointer {
         let slice = UnsafeRawBufferPointer(rebasing: buffer[position...])
-        position = buffer.count
+        cursor = buffer.count
         return slice
     }
 

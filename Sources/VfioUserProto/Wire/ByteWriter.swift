@@ -17,11 +17,13 @@ public struct ByteWriter {
 
     public var count: Int { bytes.count }
 
-    @inline(__always)
+    // The hot methods are inlinable: specialized in every module that encodes.
+    @inlinable @inline(__always)
     public mutating func write<T: FixedWidthInteger>(_ value: T) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
+    @inlinable
     public mutating func write(_ raw: UnsafeRawBufferPointer) {
         bytes.append(contentsOf: raw)
     }
@@ -30,17 +32,27 @@ public struct ByteWriter {
         bytes.append(contentsOf: raw)
     }
 
+    @inlinable
     public mutating func writeZeros(_ count: Int) {
-        bytes.append(contentsOf: repeatElement(0, count: count))
-    }
-
-    /// Overwrites an integer already written at `offset` (used to patch a header's size field).
-    public mutating func patch<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        withUnsafeBytes(of: value.littleEndian) { raw in
-            for (i, byte) in raw.enumerated() { bytes[offset + i] = byte }
+        var left = count
+        while left >= 8 {
+            write(UInt64(0))
+            left -= 8
+        }
+        while left > 0 {
+            bytes.append(0)
+            left -= 1
         }
     }
 
+    /// Overwrites an integer already written at `offset` (used to patch a header's size field).
+    @inlinable
+    public mutating func patch<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        precondition(offset >= 0 && offset + MemoryLayout<T>.size <= bytes.count, "patch outside the bytes written")
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self) }
+    }
+
+    @inlinable
     public mutating func reset() {
         bytes.removeAll(keepingCapacity: true)
     }
