@@ -56,11 +56,13 @@ let package = Package(
         // Helpers shared by the test targets: threads, temporary directories, memfd-backed memory.
         .target(name: "TestSupport", dependencies: ["VfioUserServer", "RegionEmulation", "MttyDevice", "VfioUserProto", "CLinux"],
                 path: "Tests/TestSupport", swiftSettings: strict),
-        // Benchmarks that print figures beside a reference measured in the same run.
+        // Benchmarks that print figures beside a reference measured in the same run; the allocation
+        // counter interposes malloc in the benchmark process only.
+        .target(name: "CAllocationCounter"),
         .executableTarget(
             name: "vfio-user-bench",
             dependencies: [
-                "VfioUserServer", "RegionEmulation", "CLinux", "VirtioNetDevice", "VirtioNetTestDriver",
+                "VfioUserServer", "RegionEmulation", "CLinux", "VirtioNetDevice", "VirtioNetTestDriver", "MttyDevice", "CAllocationCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

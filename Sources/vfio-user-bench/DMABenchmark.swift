@@ -29,6 +29,9 @@ struct DMABenchmark: ParsableCommand {
     @Option(help: "Rounds per figure; the median is printed.")
     var rounds: Int = 9
 
+    @Option(help: "Append the figures to this results file.")
+    var results: String?
+
     static let base: UInt64 = 0x1_0000_0000
 
     static func slot(_ i: Int, extra: Bool = false) -> DMAMapRequest {
@@ -58,6 +61,10 @@ struct DMABenchmark: ParsableCommand {
         }
         print("  translate with \(sizes.last!) / with \(sizes.first!) mappings: random \(percent(translateRandom.last! / translateRandom.first!)), "
               + "sequential \(percent(translateSequential.last! / translateSequential.first!))")
+        var recorder = ResultRecorder(path: results)
+        defer { try? recorder.save() }
+        recorder.record("dma_translate_random_ratio", translateRandom.last! / translateRandom.first!)
+        recorder.record("dma_translate_sequential_ratio", translateSequential.last! / translateSequential.first!)
 
         print("")
         print("Over the socket, with a memfd fd on every DMA_MAP")
@@ -82,6 +89,8 @@ struct DMABenchmark: ParsableCommand {
             let map = result["map_per_sec"] ?? 0
             let unmap = result["unmap_per_sec"] ?? 0
             let both = 2 / (1 / map + 1 / unmap)
+            recorder.record("dma_\(size)_ours_ratio", ours / echoRate)
+            recorder.record("dma_\(size)_vfubench_ratio", both / echoRate)
             print("  " + pad(String(size), 9) + "  " + pad(formatRate(ours), 21) + "  " + pad(percent(ours / echoRate), 8)
                   + "  " + pad(formatRate(map), 21) + "  " + pad(formatRate(unmap), 9) + "  " + pad(formatRate(both), 9)
                   + "  " + percent(both / echoRate) + (size == 1 ? "  (one operation each)" : ""))

@@ -10,7 +10,7 @@ struct VfioUserBench: ParsableCommand {
         The reference is ../shared/tools/vfu-bench.c (an independent C client, compiled on the fly \
         with gcc): its `echo` peer answers without doing any work and marks the socket's own limit.
         """,
-        subcommands: [DMABenchmark.self, VirtioBenchmark.self]
+        subcommands: [MessagesBenchmark.self, InterruptBenchmark.self, StartupBenchmark.self, DMABenchmark.self, VirtioBenchmark.self, ChartCommand.self]
     )
 }
 

@@ -32,14 +32,20 @@ struct VirtioBenchmark: ParsableCommand {
     @Option(help: "Ring size.")
     var queueSize: UInt16 = 256
 
+    @Option(help: "Append the figures to this results file.")
+    var results: String?
+
     func run() throws {
         print("virtio-net benchmark: device datapath on CPU \(common.cpu), driver on CPU \(driverCPU), \(queueSize)-entry rings, memfd guest memory")
         print("  direction  frame  packets/s    Gbit/s   kicks/packet  messages/packet")
         let directory = scratchDirectory()
         defer { rmdir(directory) }
+        var recorder = ResultRecorder(path: results)
+        defer { try? recorder.save() }
         for size in sizes {
             for direction in ["tx", "rx"] {
                 let result = try measure(direction: direction, frameSize: size, directory: directory)
+                recorder.record("virtio_\(direction)_\(size)_pps", result.packetsPerSecond)
                 let gbits = result.packetsPerSecond * Double(size) * 8 / 1e9
                 print("  " + pad(direction.uppercased(), 9) + "  " + pad(String(size), 5) + "  " + pad(formatRate(result.packetsPerSecond), 11)
                       + "  " + pad(String(format1: gbits), 7) + "  " + pad(String(format5: result.kicksPerPacket), 12)
