@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "vfio-user-bench",
             dependencies: [
-                "VfioUserServer", "RegionEmulation", "CLinux", "VirtioNetDevice", "VirtioNetTestDriver", "MttyDevice", "CAllocationCounter",
+                "VfioUserServer", "RegionEmulation", "CLinux", "VirtioNetDevice", "VirtioNetTestDriver", "TestSupport", "MttyDevice", "CAllocationCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

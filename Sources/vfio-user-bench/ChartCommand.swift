@@ -29,7 +29,7 @@ struct ChartCommand: ParsableCommand {
                 groups.append(("\(kind.1 == "REGION_READ" ? "read" : "write") \(point)", [("echo", echo, "#9e9e9e"), ("server", server, "#1f77b4")]))
             }
         }
-        svg.barChart(x: 50, y: 50, width: 400, height: 250, title: "Round-trip latency (µs)", groups: groups, unit: "")
+        svg.barChart(x: 50, y: 50, width: 400, height: 250, title: "Round-trip latency (µs)", groups: groups)
 
         // Right: virtio-net packets per second, with the 3 M/s bar.
         var rates: [(label: String, bars: [(String, Double, String)])] = []
@@ -37,7 +37,7 @@ struct ChartCommand: ParsableCommand {
             rates.append(("\(size) B", [("TX", (figure(figures, "virtio_tx_\(size)_pps") ?? 0) / 1e6, "#2ca02c"),
                                         ("RX", (figure(figures, "virtio_rx_\(size)_pps") ?? 0) / 1e6, "#ff7f0e")]))
         }
-        svg.barChart(x: 520, y: 50, width: 340, height: 250, title: "virtio-net packets per second (M)", groups: rates, unit: "",
+        svg.barChart(x: 520, y: 50, width: 340, height: 250, title: "virtio-net packets per second (M)", groups: rates,
                      line: (3, "3 M/s"))
         try writeText(svg.document, to: output)
         print("wrote \(output)")
@@ -75,7 +75,7 @@ struct SVG {
     }
 
     mutating func barChart(x: Double, y: Double, width: Double, height: Double, title: String,
-                           groups: [(label: String, bars: [(String, Double, String)])], unit: String,
+                           groups: [(label: String, bars: [(String, Double, String)])],
                            line marker: (Double, String)? = nil) {
         let largest = max(groups.flatMap { $0.bars.map(\.1) }.max() ?? 1, marker?.0 ?? 0) * 1.1
         text(x + width / 2, y - 8, title, size: 12, anchor: "middle")
@@ -93,7 +93,7 @@ struct SVG {
                 let h = height * bar.1 / largest
                 let bx = x + Double(g) * groupWidth + groupWidth * 0.1 + Double(b) * barWidth
                 rect(bx, y + height - h, barWidth - 1, h, fill: bar.2)
-                text(bx + barWidth / 2, y + height - h - 3, String(format1: bar.1) + unit, size: 8, anchor: "middle")
+                text(bx + barWidth / 2, y + height - h - 3, String(format1: bar.1), size: 8, anchor: "middle")
             }
             text(x + (Double(g) + 0.5) * groupWidth, y + height + 14, group.label, size: 9, anchor: "end", rotate: groups.count > 4)
         }

@@ -126,7 +126,7 @@ struct MessagesBenchmark: ParsableCommand {
         print("")
         let allocations = try countAllocations(directory: directory)
         print("Allocations per message in the server (served in this process, whose allocator counts them):")
-        print("  " + allocations.map { "\($0.name) \(String(format2: $0.perMessage))" }.joined(separator: ", ")
+        print("  " + allocations.entries.map { "\($0.name) \(String(format2: $0.perMessage))" }.joined(separator: ", ")
               + "  (our client alone, against the echo peer: \(String(format2: allocations.clientAlone)))")
         for entry in allocations.entries { recorder.record("allocations_\(entry.name.replacing(" ", with: "_"))", entry.perMessage) }
 
@@ -145,7 +145,6 @@ struct MessagesBenchmark: ParsableCommand {
     struct AllocationFigures {
         var entries: [(name: String, perMessage: Double)]
         var clientAlone: Double
-        func map<T>(_ body: ((name: String, perMessage: Double)) -> T) -> [T] { entries.map(body) }
     }
 
     /// The same traffic against an mtty-2 served in this process: the process-wide allocation
@@ -163,9 +162,8 @@ struct MessagesBenchmark: ParsableCommand {
         defer { endpoint.stop() }
         let client = try RawClient(path: path, writeMultiple: true)
         let echoClient = try RawClient(path: directory + "/echo.sock", writeMultiple: false)
-        let count = 20000
         var entries: [(String, Double)] = []
-        var samples = LatencySamples(capacity: count)
+        var samples = LatencySamples(capacity: operations)
         for command in [Command.regionRead, .regionWrite] {
             var message = RawClient.access(command, region: .bar0, offset: 7)
             _ = try timeRoundTrips(client, &message, into: &samples) // warm up: first-use allocations

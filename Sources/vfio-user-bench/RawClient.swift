@@ -101,8 +101,6 @@ struct LatencySamples {
 
     mutating func append(_ nanoseconds: UInt64) { values.append(nanoseconds) }
 
-    mutating func append(contentsOf other: LatencySamples) { values.append(contentsOf: other.values) }
-
     /// The given percentiles (0-100) in microseconds.
     func percentiles(_ points: [Double]) -> [Double] {
         let sorted = values.sorted()

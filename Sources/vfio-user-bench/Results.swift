@@ -1,3 +1,4 @@
+import TestSupport
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -27,7 +28,7 @@ struct ResultRecorder {
     }
 
     static func load(_ path: String) -> [(key: String, value: JSONValue)] {
-        guard let text = readText(path), case let .object(members)? = try? JSONValue(parsing: text) else { return [] }
+        guard case let .object(members)? = try? JSONValue(parsing: readFile(path)) else { return [] }
         return members
     }
 }
@@ -40,19 +41,6 @@ func figure(_ members: [(key: String, value: JSONValue)], _ key: String) -> Doub
     case let .uint(u)?: Double(u)
     default: nil
     }
-}
-
-func readText(_ path: String) -> String? {
-    guard let file = fopen(path, "r") else { return nil }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n <= 0 { break }
-        bytes += chunk[..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 func writeText(_ text: String, to path: String) throws {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import TestSupport
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
@@ -103,8 +104,7 @@ struct StartupBenchmark: ParsableCommand {
 
 /// VmRSS of a process, in KiB.
 func residentKiB(_ pid: pid_t) -> Int {
-    guard let text = readText("/proc/\(pid)/status") else { return 0 }
-    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+    for line in readFile("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
         return Int(line.dropFirst(6).trimmingWhitespace.split(separator: " ").first ?? "") ?? 0
     }
     return 0
