@@ -54,6 +54,13 @@ static inline int clinux_pin_to_cpu(int cpu) {
 /// on x86-64 the select is a conditional move written out.
 static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_t key) {
     if (count <= 0 || keys[0] > key) return -1;
+    if (count <= 64) {
+        // A short block: count the keys <= key with no dependent loads. Its cache lines are fetched
+        // in parallel, where a binary search would wait for one miss after another.
+        long below = 0;
+        for (long i = 0; i < count; i++) below += keys[i] <= key;
+        return below - 1;
+    }
     long low = 0;
     while (count > 1) {
         long half = count / 2, candidate = low + half;
