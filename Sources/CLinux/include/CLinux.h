@@ -108,4 +108,14 @@ static inline uint64_t clinux_atomic_and_u64(uint64_t *p, uint64_t bits) { retur
 /// Full memory barrier, for rings shared with another process (virtio used-ring publication).
 static inline void clinux_memory_barrier(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
+/// Client memory that may shrink under the server (a memfd truncated after DMA_MAP): a SIGBUS on a
+/// registered range is answered by mapping a private zero page over the faulting page, so the access
+/// completes instead of killing the server, and the range's fault count goes up for the DMA layer to
+/// refuse further use. A SIGBUS anywhere else goes to the handler that was there before (or kills).
+/// Registration returns a slot (or -1 when all are taken: the range is then unguarded).
+long clinux_fault_guard_register(void *base, size_t length, int protection);
+void clinux_fault_guard_unregister(long slot);
+/// Pages of the slot's range replaced so far (an atomic load: cheap on every access).
+uint64_t clinux_fault_guard_faults(long slot);
+
 #endif

@@ -27,6 +27,9 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
     case channel(Errno, String)
     /// The request conflicts with what is going on (dirty logging already on): EBUSY.
     case busy(String)
+    /// The client's memory behind the mapping went away (its file was truncated after DMA_MAP):
+    /// EFAULT. What the access read is not to be trusted; the mapping stays refused until unmapped.
+    case memoryGone(UInt64)
 
     public var errno: Errno {
         switch self {
@@ -40,6 +43,7 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
         case .pinsHeld: .resourceBusy
         case let .channel(errno, _): errno
         case .busy: .resourceBusy
+        case .memoryGone: .badAddress
         }
     }
 
@@ -57,6 +61,7 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
         case let .pinsHeld(address, pins): "mapping at \(hex(address)) still has \(pins) pins"
         case let .channel(errno, why): "DMA message failed: \(errno.name) \(why)"
         case let .busy(why): why
+        case let .memoryGone(address): "the client's memory behind \(hex(address)) went away (its file shrank after DMA_MAP)"
         }
     }
 }

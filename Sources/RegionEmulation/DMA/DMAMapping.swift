@@ -6,16 +6,28 @@ import Glibc
 
 /// Client memory mapped into this process: unmapped when the last reference goes, so a pin that
 /// outlives its table entry can never touch freed address space.
+///
+/// The range is under the fault guard (`clinux_fault_guard_register`): if the client shrinks the
+/// file under it, a touched page past the new end reads as zeros instead of raising a fatal SIGBUS,
+/// and the memory counts as `faulted` from then on, so the DMA layer refuses it with EFAULT.
 final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap happens once, in deinit.
     let base: UnsafeMutableRawPointer
     let length: Int
+    private let guardSlot: Int
 
-    init(base: UnsafeMutableRawPointer, length: Int) {
+    init(base: UnsafeMutableRawPointer, length: Int, protection: CInt) {
         self.base = base
         self.length = length
+        guardSlot = clinux_fault_guard_register(base, length, protection)
     }
 
-    deinit { munmap(base, length) }
+    /// A page of this memory faulted (the client's file shrank under it).
+    var faulted: Bool { clinux_fault_guard_faults(guardSlot) > 0 }
+
+    deinit {
+        clinux_fault_guard_unregister(guardSlot)
+        munmap(base, length)
+    }
 }
 
 /// One DMA_MAP: an IOVA range, what the device may do with it, and how to reach it.
@@ -62,6 +74,8 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
 
     public var end: UInt64 { iova + size }
     public var isMessageMode: Bool { memory == nil }
+    /// The client's file shrank under this mapping: it is not to be used any more.
+    var isFaulted: Bool { memory?.faulted ?? false }
 
     func hostAddress(_ address: UInt64) -> UnsafeMutableRawPointer {
         memory!.base + memoryOffset + Int(address - iova)

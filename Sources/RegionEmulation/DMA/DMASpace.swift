@@ -255,6 +255,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 throw .notMapped(iova)
             }
             guard !mapping.isMessageMode else { return nil }
+            guard !mapping.isFaulted else { throw .memoryGone(iova) }
             mapping.pins += 1
             return PinnedMapping(pin: DMAPin(space: self, iova: mapping.iova, segments: [], mappings: [mapping]), mapping: mapping)
         }
@@ -307,6 +308,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         }
         if access.contains(.read) && !mapping.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
         if access.contains(.write) && !mapping.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
+        guard !mapping.isFaulted else { throw .memoryGone(address) }
         return mapping
     }
 
@@ -372,6 +374,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             } else {
                 defer { releaseOne(mapping) }
                 try body(offset, mapping, mapping.hostAddress(address), chunk)
+                // The copy itself cannot fail; a page that vanished under it was read as zeros.
+                guard !mapping.isFaulted else { throw .memoryGone(address) }
             }
             offset += chunk
         }

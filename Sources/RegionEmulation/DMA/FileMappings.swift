@@ -26,7 +26,8 @@ struct FileMappings {
 
     /// A mapping of `fd` (a regular file of `fileSize` bytes) that covers `[0, end)`.
     mutating func memory(for key: Key, fd: OwnedFileDescriptor, fileSize: UInt64, end: UInt64) throws(DMAError) -> MappedMemory {
-        if let memory = entries[key]?.memory, UInt64(memory.length) >= end { return memory }
+        // A faulted mmap (the file shrank under it) is not reused: the file may have grown back.
+        if let memory = entries[key]?.memory, UInt64(memory.length) >= end, !memory.faulted { return memory }
         if entries.count > 64 { entries = entries.filter { $0.value.memory != nil } }
         let length = Int((fileSize + UInt64(DMASpace.pageSize) - 1) & ~UInt64(DMASpace.pageSize - 1))
         let memory = try MappedMemory.map(fd: fd, offset: 0, length: length, protection: key.protection)
@@ -40,6 +41,6 @@ extension MappedMemory {
     static func map(fd: OwnedFileDescriptor, offset: UInt64, length: Int, protection: CInt) throws(DMAError) -> MappedMemory {
         let base = mmap(nil, length, protection, MAP_SHARED, fd.rawValue, off_t(Int64(bitPattern: offset)))
         guard let base, base != MAP_FAILED else { throw .mapFailed(Errno(rawValue: errno)) }
-        return MappedMemory(base: base, length: length)
+        return MappedMemory(base: base, length: length, protection: protection)
     }
 }
