@@ -1,3 +1,4 @@
+import SystemPackage
 import VfioUserProto
 
 /// What the server advertises in its VERSION reply and how it serves.
@@ -21,6 +22,9 @@ public struct ServerConfiguration: Sendable {
     public var trace = false
     /// How long a server→client DMA message waits for its reply (QEMU's own default is 5 s).
     public var dmaReplyTimeoutMilliseconds = 5000
+    /// Mode of the socket files (instances' and the control socket): whoever can connect drives the
+    /// device or manages instances, so only the owner by default.
+    public var socketPermissions: FilePermissions = [.ownerRead, .ownerWrite]
 
     public init() {}
 

@@ -20,11 +20,12 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
     private var stopped = false
     private var threads = 0
 
-    /// Listens on `path` with mode 0600: whoever can connect can create and remove devices.
+    /// Listens on `path` with the manager's socket mode (0600 by default): whoever can connect can
+    /// create and remove devices.
     public init(manager: InstanceManager, path: String) throws(TransportError) {
         self.manager = manager
         self.path = path
-        listener = try UnixSocket.listen(path: path)
+        listener = try UnixSocket.listen(path: path, permissions: manager.configuration.socketPermissions)
         identity = UnixSocket.identity(of: path)
     }
 

@@ -10,6 +10,7 @@ import Glibc
 ///     {
 ///       "socket_dir": "/run/vfio-user-swift",
 ///       "control": "/run/vfio-user-swift/control.sock",
+///       "socket_mode": "0660",
 ///       "pools": {"virtio-net": 8},
 ///       "devices": [
 ///         {"uuid": "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c01", "type": "mtty-2"},
@@ -31,8 +32,16 @@ public struct ServerConfigFile: Sendable {
     public var path: String
     public var socketDirectory: String?
     public var controlPath: String?
+    /// Mode of every socket file, e.g. 0660 for a group of QEMU users.
+    public var socketMode: UInt16?
     public var pools: [String: Int] = [:]
     public var devices: [Device] = []
+
+    /// An octal file mode from "0" to "0777" (owner, group, others; no special bits).
+    public static func socketMode(_ text: String) -> UInt16? {
+        guard !text.isEmpty, text.count <= 4, let mode = UInt16(text, radix: 8), mode <= 0o777 else { return nil }
+        return mode
+    }
 
     /// Reads and checks `path` against the types the server has.
     public init(path: String, types: [MediatedDeviceType]) throws(ConfigFileError) {
@@ -59,6 +68,10 @@ public struct ServerConfigFile: Sendable {
             case let ("socket_dir", .string(directory)): socketDirectory = directory
             case let ("control", .string(control)): controlPath = control
             case ("socket_dir", _), ("control", _): throw fail(at, "\"\(member.key)\" is a path string")
+            case let ("socket_mode", .string(mode)):
+                guard let value = Self.socketMode(mode) else { throw fail(at, "\"socket_mode\" is an octal mode from 0 to 0777, e.g. \"0660\"") }
+                socketMode = value
+            case ("socket_mode", _): throw fail(at, "\"socket_mode\" is an octal string, e.g. \"0660\"")
             case let ("pools", .object(pools)):
                 let known = Set(types.map(\.pool.name))
                 for pool in pools {
@@ -76,7 +89,7 @@ public struct ServerConfigFile: Sendable {
                     self.devices.append(try Self.device(device, at: at + [.element(index)], in: text, path: path, types: types))
                 }
             case ("devices", _): throw fail(at, "\"devices\" is an array")
-            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, pools, devices")
+            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, pools, devices")
             }
         }
         var seen: [MdevUUID: Int] = [:]

@@ -139,9 +139,9 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         do throws(TransportError) {
             switch placement {
             case .socketDirectory:
-                endpoint = try DeviceEndpoint(path: socketPath(for: uuid), device: device, configuration: configuration, name: name)
+                endpoint = try DeviceEndpoint(path: socketPath(for: uuid), permissions: configuration.socketPermissions, device: device, configuration: configuration, name: name)
             case let .path(path):
-                endpoint = try DeviceEndpoint(path: path, device: device, configuration: configuration, name: name)
+                endpoint = try DeviceEndpoint(path: path, permissions: configuration.socketPermissions, device: device, configuration: configuration, name: name)
             case let .listener(socket):
                 endpoint = DeviceEndpoint(listeningSocket: socket, device: device, configuration: configuration, name: name)
             }

@@ -53,6 +53,9 @@ struct Serve: ParsableCommand {
     @Flag(name: .customLong("no-control"), help: "Open no control socket.")
     var noControl = false
 
+    @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of every socket file, octal (default 0600: the owner only).", valueName: "mode"))
+    var socketMode: String?
+
     @Option(name: .customLong("pool"), help: ArgumentHelp("Size of a resource pool (repeatable), e.g. virtio-net=8.", valueName: "name=size"))
     var pools: [String] = []
 
@@ -93,6 +96,9 @@ struct Serve: ParsableCommand {
         if noDefaultDevice && (type != nil || socketPath != nil || fd != nil) {
             throw ValidationError("--no-default-device excludes --type, --socket-path and --fd")
         }
+        if let socketMode, ServerConfigFile.socketMode(socketMode) == nil {
+            throw ValidationError("--socket-mode takes an octal mode from 0 to 0777, e.g. 0660, not '\(socketMode)'")
+        }
         if let uuid, MdevUUID(uuid) == nil { throw ValidationError("'\(uuid)' is not a UUID (8-4-4-4-12 hex digits)") }
         try ParameterOptions.validate(parameters)
         for pool in pools where pool.split(separator: "=").count != 2 || Int(pool.split(separator: "=").last!) == nil {
@@ -106,6 +112,9 @@ struct Serve: ParsableCommand {
         let file: ServerConfigFile?
         do throws(ConfigFileError) { file = try config.map { path throws(ConfigFileError) in try ServerConfigFile(path: path, types: DeviceTypes.all) } } catch {
             throw fatal("bad configuration: \(error)")
+        }
+        if let mode = socketMode.flatMap(ServerConfigFile.socketMode) ?? file?.socketMode {
+            configuration.socketPermissions = FilePermissions(rawValue: CModeT(mode))
         }
         var poolSizes = file?.pools ?? [:]
         for (name, size) in ParameterOptions.dictionary(pools) { poolSizes[name] = Int(size) }
