@@ -101,11 +101,3 @@ struct StartupBenchmark: ParsableCommand {
         throw BenchError("nothing listened on \(path) within 10 s")
     }
 }
-
-/// VmRSS of a process, in KiB.
-func residentKiB(_ pid: pid_t) -> Int {
-    for line in readFile("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
-        return Int(line.dropFirst(6).trimmingWhitespace.split(separator: " ").first ?? "") ?? 0
-    }
-    return 0
-}

@@ -220,6 +220,14 @@ public final class ServerProcess {
     }
 }
 
+/// VmRSS of a process, in KiB (0 if it is gone).
+public func residentKiB(_ pid: pid_t) -> Int {
+    for line in readFile("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
+    }
+    return 0
+}
+
 /// A whole file as text ("" if it cannot be read).
 public func readFile(_ path: String) -> String {
     guard let file = fopen(path, "r") else { return "" }
