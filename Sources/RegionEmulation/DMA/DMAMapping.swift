@@ -55,7 +55,8 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
         let inode: UInt64
     }
 
-    init(iova: UInt64, size: UInt64, flags: DMAMapFlags, memory: MappedMemory?, memoryOffset: Int,
+    /// Nil when the dirty bitmap cannot be reserved (the size is checked by `DMASpace.map` first).
+    init?(iova: UInt64, size: UInt64, flags: DMAMapFlags, memory: MappedMemory?, memoryOffset: Int,
          fileOffset: UInt64, fileIdentity: FileIdentity?) {
         self.iova = iova
         self.size = size
@@ -66,11 +67,25 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
         self.fileIdentity = fileIdentity
         let pages = Int((size + UInt64(DMASpace.pageSize) - 1) / UInt64(DMASpace.pageSize))
         dirtyWords = (pages + 63) / 64
-        dirty = .allocate(capacity: dirtyWords)
-        dirty.initialize(repeating: 0, count: dirtyWords)
+        if dirtyWords <= Self.heapBitmapWords {
+            dirty = .allocate(capacity: dirtyWords)
+            dirty.initialize(repeating: 0, count: dirtyWords)
+        } else {
+            // A large mapping (guest RAM): the bitmap is reserved, not committed; only the words of
+            // pages the device writes take memory. (Small ones stay on the heap: an mmap each would
+            // run into vm.max_map_count long before 65,535 mappings.)
+            let raw = mmap(nil, dirtyWords * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let raw, raw != MAP_FAILED else { return nil }
+            dirty = raw.bindMemory(to: UInt64.self, capacity: dirtyWords)
+        }
     }
 
-    deinit { dirty.deallocate() }
+    /// Bitmaps up to 4 KiB (mappings up to 128 MiB) are allocated on the heap.
+    static let heapBitmapWords = 512
+
+    deinit {
+        if dirtyWords <= Self.heapBitmapWords { dirty.deallocate() } else { munmap(dirty, dirtyWords * 8) }
+    }
 
     public var end: UInt64 { iova + size }
     public var isMessageMode: Bool { memory == nil }

@@ -19,6 +19,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     static let pageShift = 12
     /// The spec's default `max_dma_maps`, which this server advertises.
     public static let defaultMaxMappings = 65535
+    /// The largest DMA_MAP accepted: 4 PiB (52 address bits).
+    public static let maxMappingSize: UInt64 = 1 << 52
 
     public let maxMappings: Int
     let lock = ConditionLock()
@@ -52,6 +54,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         guard request.address <= UInt64.max - request.size + 1, request.offset <= UInt64.max - request.size else {
             throw .invalid("DMA_MAP range overflows 64 bits")
         }
+        // No machine has more memory than this (x86-64 physical addresses stop at 52 bits); a larger
+        // map is a client's mistake, and its dirty bitmap alone would not fit in the address space.
+        guard request.size <= Self.maxMappingSize else { throw .invalid("DMA_MAP size 0x\(String(request.size, radix: 16)) exceeds 2^52") }
         let lastByte = request.address + (request.size - 1)
 
         var identity: DMAMapping.FileIdentity?
@@ -88,8 +93,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             if duplicate(of: request, identity: nil) != nil { return }
             try checkCapacityAndOverlap(request.address, lastByte)
         }
-        let mapping = DMAMapping(iova: request.address, size: request.size, flags: request.flags, memory: memory,
-                                 memoryOffset: memoryOffset, fileOffset: request.offset, fileIdentity: identity)
+        guard let mapping = DMAMapping(iova: request.address, size: request.size, flags: request.flags, memory: memory,
+                                       memoryOffset: memoryOffset, fileOffset: request.offset, fileIdentity: identity) else {
+            throw .mapFailed(.noMemory)
+        }
         try lock.withLock { () throws(DMAError) in
             // Only the session maps, but check again under the lock rather than assume it.
             try overlapCheckLocked(request.address, lastByte)
