@@ -73,6 +73,12 @@ let package = Package(
         // A virtio-net driver over the client, playing the guest: for tests and benchmarks.
         .target(name: "VirtioNetTestDriver", dependencies: ["VfioUserProto", "VirtioNetDevice", "TestSupport", "CLinux"],
                 path: "Tests/VirtioNetTestDriver", swiftSettings: strict),
+        // Fuzzing (scripts/fuzz.sh builds these with -DFUZZING -sanitize=fuzzer); a plain build replays
+        // inputs and writes the seed corpus, and FuzzCorpusTests replays the corpus in `swift test`.
+        .target(name: "FuzzHarness", dependencies: ["VfioUserServer", "MttyDevice", "VfioUserProto", "RegionEmulation", "TestSupport", "CLinux"],
+                path: "Tests/Fuzz/Harness", swiftSettings: strict),
+        .executableTarget(name: "fuzz-decoder", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Decoder", swiftSettings: strict),
+        .executableTarget(name: "fuzz-session", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Session", swiftSettings: strict),
         .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioNetTestDriver", "VfioUserServer", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], exclude: ["Fixtures"], swiftSettings: strict),
@@ -80,7 +86,7 @@ let package = Package(
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(
             name: "ServerConformanceTests",
-            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "TestSupport"],
+            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "TestSupport", "FuzzHarness"],
             swiftSettings: strict
         ),
     ]

@@ -177,9 +177,7 @@ struct ProgramDescriptionTests {
     }
 
     @Test func theExampleConfigurationIsValid() throws {
-        var path = #filePath
-        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        let file = try ServerConfigFile(path: path + "/examples/devices.json", types: ManagedServer.types)
+        let file = try ServerConfigFile(path: repositoryRoot + "/examples/devices.json", types: ManagedServer.types)
         #expect(file.devices.map(\.type) == ["mtty-2", "mtty-1", "virtio-net"])
         #expect(file.pools == ["virtio-net": 8])
     }

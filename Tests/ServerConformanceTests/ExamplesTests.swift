@@ -9,16 +9,10 @@ import Glibc
 /// The examples are run, not just shown: they must stay true.
 @Suite("Examples")
 struct ExamplesTests {
-    static var repository: String {
-        var path = #filePath
-        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        return path
-    }
-
     /// examples/socat-session.sh: VERSION and a config-space read typed with printf, through socat.
     @Test func theSocatSessionReadsTheVendorAndDeviceID() throws {
         let server = try TestServer()
-        let result = try ServerProcess.run([Self.repository + "/examples/socat-session.sh", server.path], program: "bash",
+        let result = try ServerProcess.run([repositoryRoot + "/examples/socat-session.sh", server.path], program: "bash",
                                            environment: ["VFIO_USER_SERVER=" + ServerProcess.executable])
         #expect(result.status == 0, "\(result.errors)")
         #expect(result.output.contains("← #1 VERSION reply version=0.0 json={"), "\(result.output)")

@@ -230,10 +230,15 @@ public func residentKiB(_ pid: pid_t) -> Int {
 
 /// A whole file as text ("" if it cannot be read).
 public func readFile(_ path: String) -> String {
-    guard let file = fopen(path, "r") else { return "" }
+    String(decoding: readBytes(path) ?? [], as: UTF8.self)
+}
+
+/// A whole file as bytes (nil if it cannot be read).
+public func readBytes(_ path: String) -> [UInt8]? {
+    guard let file = fopen(path, "r") else { return nil }
     defer { fclose(file) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while case let count = fread(&chunk, 1, chunk.count, file), count > 0 { bytes += chunk[..<count] }
-    return String(decoding: bytes, as: UTF8.self)
+    return bytes
 }

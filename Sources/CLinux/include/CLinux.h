@@ -118,4 +118,8 @@ void clinux_fault_guard_unregister(long slot);
 /// Pages of the slot's range replaced so far (an atomic load: cheap on every access).
 uint64_t clinux_fault_guard_faults(long slot);
 
+/// libFuzzer's driver (linked only into fuzz targets built with -sanitize=fuzzer): runs `callback`
+/// on inputs as libFuzzer's own main would, for targets that have a main of their own.
+int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));
+
 #endif
