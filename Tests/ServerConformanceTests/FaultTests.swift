@@ -92,8 +92,10 @@ struct FaultTests {
             }
         }
         #expect(server.waitForFDCount(baseline) == baseline, "the same fds after 1,000 cycles as before the first")
+        #if !SANITIZER // a sanitizer's shadow memory and histories grow with the work done, by design
         let residentAt1000 = residentKiB(server.pid)
         #expect(residentAt1000 - residentAt100 < 1024, "resident \(residentAt100) KiB after 100 cycles, \(residentAt1000) KiB after 1,000")
+        #endif
     }
 
     /// Connects and negotiates, retrying while the previous client's session is still winding down (EBUSY).
@@ -146,8 +148,10 @@ struct FaultTests {
             }
         }
         #expect(sent > 100)
+        #if !SANITIZER
         let during = residentKiB(server.pid)
         #expect(during - before < 4096, "the stalled session does not buffer without bound: \(before) → \(during) KiB after \(sent) requests")
+        #endif
 
         // The other instance serves as usual meanwhile.
         let other = try Self.attachWhenFree(sockets + "/\(second).sock")
