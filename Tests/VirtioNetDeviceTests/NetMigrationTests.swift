@@ -133,6 +133,11 @@ struct NetMigrationTests {
         let reported = Set((0..<(bitmap.count * 64)).filter { bitmap[$0 / 64] & (1 << UInt64($0 % 64)) != 0 })
         let used = bed.driver.rx.usedRing, size = UInt64(bed.driver.rx.size)
         let written = [buffer, buffer + UInt64(VirtioNetHeader.size + frame.count - 1), used + 2, used + 4, used + 4 + 8 * size]
-        #expect(reported == Set(written.map { Int(($0 - ram.base) / 4096) }))
+        let page = { (address: UInt64) in Int((address - ram.base) / 4096) }
+        // The transmit and control queues' threads, going to sleep after DRIVER_OK, write their own
+        // avail_event whenever they get there: possibly after logging started. Nothing else may show.
+        let idle = [bed.driver.tx, bed.driver.ctrl].compactMap { $0 }.map { $0.usedRing + 4 + 8 * UInt64($0.size) }
+        #expect(Set(written.map(page)).isSubset(of: reported))
+        #expect(reported.isSubset(of: Set((written + idle).map(page))), "pages written: \(reported.sorted())")
     }
 }
