@@ -54,18 +54,7 @@ struct AccessTests {
 
     /// Inodes of the sockets among a process's fds ("socket:[inode]").
     static func socketInodes(of pid: pid_t) -> Set<String> {
-        guard let directory = opendir("/proc/\(pid)/fd") else { return [] }
-        defer { closedir(directory) }
-        var result: Set<String> = []
-        while let entry = readdir(directory) {
-            let fd = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            var target = [CChar](repeating: 0, count: 128)
-            let length = readlink("/proc/\(pid)/fd/\(fd)", &target, target.count - 1)
-            guard length > 0 else { continue }
-            let link = String(decoding: target.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if link.hasPrefix("socket:[") { result.insert(String(link.dropFirst(8).dropLast())) }
-        }
-        return result
+        Set(openFileTargets(of: pid).filter { $0.hasPrefix("socket:[") }.map { String($0.dropFirst(8).dropLast()) })
     }
 
     /// The inode column of a /proc/net table.

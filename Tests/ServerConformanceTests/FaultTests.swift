@@ -14,34 +14,16 @@ import Glibc
 /// memory from under a mapping: the server keeps serving and keeps nothing it should not.
 @Suite("Faults")
 struct FaultTests {
-    /// A memfd with a name of its own, so that a leaked copy of it can be spotted among the fds of
-    /// this (shared, parallel) test process.
-    static func namedMemfd(_ name: String, size: Int) throws -> OwnedFileDescriptor {
-        let raw = clinux_memfd_create(name, 1)
-        guard raw >= 0, ftruncate(raw, off_t(size)) == 0 else { throw Errno(rawValue: errno) }
-        return OwnedFileDescriptor(taking: FileDescriptor(rawValue: raw))
-    }
-
-    /// Open fds of this process that refer to the memfd called `name`.
+    /// Open fds of this process that refer to the memfd called `name` (a name of its own per test,
+    /// so that a leaked copy can be spotted among the fds of this shared, parallel test process).
     static func openCopies(ofMemfd name: String) -> Int {
-        guard let directory = opendir("/proc/self/fd") else { return -1 }
-        defer { closedir(directory) }
-        var count = 0
-        while let entry = readdir(directory) {
-            let fd = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            var target = [CChar](repeating: 0, count: 256)
-            let length = readlink("/proc/self/fd/\(fd)", &target, target.count - 1)
-            guard length > 0 else { continue }
-            let link = String(decoding: target.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if link == "/memfd:\(name) (deleted)" { count += 1 }
-        }
-        return count
+        openFileTargets(of: getpid()).filter { $0 == "/memfd:\(name) (deleted)" }.count
     }
 
     @Test func disconnectingAtEveryByteOfEveryMessageLeavesNothingBehind() throws {
         let server = try TestServer()
         let name = "cut-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let memory = try Self.namedMemfd(name, size: 0x1_0000)
+        let memory = try Memfd(size: 0x1_0000, name: name)
         let messages = Conversation.messages
         var cuts = 0
         for (index, message) in messages.enumerated() {
@@ -49,7 +31,7 @@ struct FaultTests {
                 let served = server.endpoint.sessionsServed
                 let client = try server.connect()
                 if index > 0 { try client.negotiate() }
-                try client.sendRaw(Array(message.bytes[..<cut]), fds: message.carriesFD ? [memory.descriptor] : [])
+                try client.sendRaw(Array(message.bytes[..<cut]), fds: message.carriesFD ? [memory.fd.descriptor] : [])
                 UnixSocket.shutdown(client.socket)
                 for _ in 0..<5000 where server.endpoint.sessionsServed == served { usleep(100) } // accepted (VERSION cuts send no reply)
                 #expect(server.endpoint.waitUntilDetached(milliseconds: 5000), "\(message.name) cut at \(cut)")
@@ -62,12 +44,15 @@ struct FaultTests {
         // The whole conversation still goes through, fds and all.
         let client = try server.connect()
         for message in messages {
-            try client.sendRaw(message.bytes, fds: message.carriesFD ? [memory.descriptor] : [])
+            try client.sendRaw(message.bytes, fds: message.carriesFD ? [memory.fd.descriptor] : [])
         }
-        for message in messages where message.bytes.withUnsafeBytes({ $0.load(fromByteOffset: 8, as: UInt32.self) }) & MessageFlags.noReply.rawValue == 0 {
-            let id = message.bytes.withUnsafeBytes { $0.load(as: UInt16.self) }
-            let command = Command(rawValue: message.bytes.withUnsafeBytes { $0.load(fromByteOffset: 2, as: UInt16.self) })
-            _ = try client.awaitReply(id: id, command: command, timeoutMilliseconds: 5000)
+        for message in messages {
+            let header = try message.bytes.withUnsafeBytes { raw in
+                var reader = ByteReader(raw)
+                return try MessageHeader(decoding: &reader)
+            }
+            guard !header.flags.contains(.noReply) else { continue }
+            _ = try client.awaitReply(id: header.id, command: header.command, timeoutMilliseconds: 5000)
         }
         #expect(server.device.dma.mappingCount == 1)
         withExtendedLifetime(memory) {}
@@ -125,7 +110,9 @@ struct FaultTests {
         defer { _ = server.terminate() }
         let sockets = server.directory.path // --socket-dir, which the file's socket_dir gives way to
         let stalled = try Self.attachWhenFree(sockets + "/\(first).sock")
+        #if !SANITIZER
         let before = residentKiB(server.pid)
+        #endif
 
         // Requests until the socket takes no more: the server's replies fill our receive buffer,
         // its session blocks sending, stops reading, and then our sends fill its receive buffer.
@@ -169,14 +156,14 @@ struct FaultTests {
         let model = CopyEngineDevice()
         let server = try TestServer(model: model)
         let client = try server.attach()
-        let memory = try Self.namedMemfd("shrink-\(getpid())", size: 0x4000)
-        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Conversation.iova, size: 0x4000), fd: memory.descriptor)
+        let memory = try Memfd(size: 0x4000)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Conversation.iova, size: 0x4000), fd: memory.fd.descriptor)
 
         let copy = { (source: UInt64, destination: UInt64) throws -> UInt32 in try Self.copy(client, model, from: source, to: destination) }
         #expect(try copy(Conversation.iova, Conversation.iova + 0x2000) == 2)
 
         // The client takes the memory back: touching it now would be a SIGBUS.
-        #expect(ftruncate(memory.rawValue, 0) == 0)
+        #expect(ftruncate(memory.fd.rawValue, 0) == 0)
         let status = try copy(Conversation.iova + 0x1000, Conversation.iova + 0x3000)
         #expect(status & 0xFF == 3 && status >> 8 == UInt32(Errno.badAddress.rawValue), "status 0x\(String(status, radix: 16))")
         #expect(throws: DMAError.memoryGone(Conversation.iova)) { try server.device.dma.pin(Conversation.iova, length: 8, access: .read) }
@@ -184,8 +171,8 @@ struct FaultTests {
         // The session goes on; the mapping can be dropped and the memory, grown again, mapped anew.
         #expect(try client.read(.config, offset: 0, as: UInt16.self) == 0x1B36)
         try client.dmaUnmap(DMAUnmapRequest(address: Conversation.iova, size: 0x4000))
-        #expect(ftruncate(memory.rawValue, 0x4000) == 0)
-        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Conversation.iova, size: 0x4000), fd: memory.descriptor)
+        #expect(ftruncate(memory.fd.rawValue, 0x4000) == 0)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Conversation.iova, size: 0x4000), fd: memory.fd.descriptor)
         #expect(try copy(Conversation.iova, Conversation.iova + 0x2000) == 2)
     }
 

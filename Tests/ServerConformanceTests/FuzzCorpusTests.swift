@@ -12,14 +12,7 @@ struct FuzzCorpusTests {
     static let root = repositoryRoot + "/Tests/Fuzz"
 
     static func files(_ directory: String) -> [String] {
-        guard let handle = opendir(directory) else { return [] }
-        defer { closedir(handle) }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if !name.hasPrefix(".") { names.append(directory + "/" + name) }
-        }
-        return names.sorted()
+        (directoryEntries(directory) ?? []).filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }
     }
 
     @Test func theSeedsAreTheConversationOfToday() throws {

@@ -11,8 +11,9 @@ public final class Memfd {
     public let size: Int
     public let base: UnsafeMutableRawPointer
 
-    public init(size: Int) throws {
-        let raw = clinux_memfd_create("vfio-user-test", 1) // MFD_CLOEXEC
+    /// `name` shows in /proc/<pid>/fd links ("/memfd:NAME (deleted)"): a test can spot its copies.
+    public init(size: Int, name: String = "vfio-user-test") throws {
+        let raw = clinux_memfd_create(name, 1) // MFD_CLOEXEC
         guard raw >= 0 else { throw Errno(rawValue: errno) }
         fd = OwnedFileDescriptor(taking: FileDescriptor(rawValue: raw))
         guard ftruncate(raw, off_t(size)) == 0 else { throw Errno(rawValue: errno) }

@@ -17,17 +17,29 @@ public final class TemporaryDirectory: Sendable {
     }
 
     /// The names in the directory (not "." and ".."), sorted.
-    public var entries: [String] {
-        guard let directory = opendir(path) else { return [] }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
+    public var entries: [String] { directoryEntries(path) ?? [] }
+}
+
+/// The names in a directory (not "." and ".."), sorted; nil if it cannot be read.
+public func directoryEntries(_ path: String) -> [String]? {
+    guard let directory = opendir(path) else { return nil }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        return names.sorted()
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
+/// What each open fd of a process refers to, as /proc shows it ("socket:[123]", "/memfd:x (deleted)").
+public func openFileTargets(of pid: pid_t) -> [String] {
+    (directoryEntries("/proc/\(pid)/fd") ?? []).compactMap { fd in
+        var target = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/\(pid)/fd/\(fd)", &target, target.count - 1)
+        return length > 0 ? String(decoding: target.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
     }
 }
 

@@ -180,13 +180,7 @@ public final class ServerProcess {
     }
 
     /// Open fds of the server process.
-    public var openFDCount: Int {
-        guard let directory = opendir("/proc/\(pid)/fd") else { return -1 }
-        defer { closedir(directory) }
-        var count = 0
-        while readdir(directory) != nil { count += 1 }
-        return count - 2
-    }
+    public var openFDCount: Int { directoryEntries("/proc/\(pid)/fd")?.count ?? -1 }
 
     /// Polls until the fd count settles at `expected` (the session thread cleans up asynchronously).
     public func waitForFDCount(_ expected: Int) -> Int {
