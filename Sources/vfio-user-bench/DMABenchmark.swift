@@ -29,8 +29,6 @@ struct DMABenchmark: ParsableCommand {
     @Option(help: "Rounds per figure; the median is printed.")
     var rounds: Int = 9
 
-    @Option(help: "Append the figures to this results file.")
-    var results: String?
 
     static let base: UInt64 = 0x1_0000_0000
 
@@ -61,7 +59,7 @@ struct DMABenchmark: ParsableCommand {
         }
         print("  translate with \(sizes.last!) / with \(sizes.first!) mappings: random \(percent(translateRandom.last! / translateRandom.first!)), "
               + "sequential \(percent(translateSequential.last! / translateSequential.first!))")
-        var recorder = ResultRecorder(path: results)
+        var recorder = ResultRecorder(path: common.results)
         defer { try? recorder.save() }
         recorder.record("dma_translate_random_ratio", translateRandom.last! / translateRandom.first!)
         recorder.record("dma_translate_sequential_ratio", translateSequential.last! / translateSequential.first!)

@@ -26,14 +26,12 @@ struct InterruptBenchmark: ParsableCommand {
     @Option(help: "Interrupts per figure.")
     var count: Int = 20000
 
-    @Option(help: "Append the figures to this results file.")
-    var results: String?
 
     func run() throws {
         pinToCPU(common.cpu)
         let directory = scratchDirectory()
         defer { rmdir(directory) }
-        var recorder = ResultRecorder(path: results)
+        var recorder = ResultRecorder(path: common.results)
         print("Interrupt latency, trigger to the waiting thread's wake-up, \(count) each, one CPU (µs)")
         print("  " + pad("", 26) + MessagesBenchmark.percentilePoints.map { pad("p" + String(format1: $0).replacingZeroDecimal, 8) }.joined() + "raised/s")
 

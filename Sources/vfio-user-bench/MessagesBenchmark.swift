@@ -37,8 +37,6 @@ struct MessagesBenchmark: ParsableCommand {
     @Option(help: "Posted writes per system call.")
     var batch: Int = 64
 
-    @Option(help: "Append the figures to this results file (for the chart and BENCHMARKS.md).")
-    var results: String?
 
     static let percentilePoints: [Double] = [50, 90, 99, 99.9]
 
@@ -58,7 +56,7 @@ struct MessagesBenchmark: ParsableCommand {
         }
         try waitForSocket(echoPath)
         try waitForSocket(serverPath)
-        var recorder = ResultRecorder(path: results)
+        var recorder = ResultRecorder(path: common.results)
 
         print("Messages: an mtty-2 (\(common.server)) beside vfu-bench echo, both processes, our client; all on CPU \(common.cpu)")
         print("")

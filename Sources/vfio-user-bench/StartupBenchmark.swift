@@ -26,15 +26,13 @@ struct StartupBenchmark: ParsableCommand {
     @Option(help: "Extra instances for the per-instance memory figure.")
     var instances: Int = 20
 
-    @Option(help: "Append the figures to this results file.")
-    var results: String?
 
     func run() throws {
         pinToCPU(common.cpu)
         let vfuBench = try vfuBenchBinary(common.vfuBench)
         let directory = scratchDirectory()
         defer { rmdir(directory) }
-        var recorder = ResultRecorder(path: results)
+        var recorder = ResultRecorder(path: common.results)
 
         var serverTimes: [Double] = []
         var echoTimes: [Double] = []

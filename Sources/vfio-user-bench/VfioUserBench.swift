@@ -23,4 +23,7 @@ struct CommonOptions: ParsableArguments {
 
     @Option(help: "The server executable to measure.")
     var server: String = ".build/release/vfio-user-server"
+
+    @Option(help: "Append the figures to this results file (for the chart and BENCHMARKS.md).")
+    var results: String?
 }

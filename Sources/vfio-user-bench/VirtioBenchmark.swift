@@ -32,15 +32,13 @@ struct VirtioBenchmark: ParsableCommand {
     @Option(help: "Ring size.")
     var queueSize: UInt16 = 256
 
-    @Option(help: "Append the figures to this results file.")
-    var results: String?
 
     func run() throws {
         print("virtio-net benchmark: device datapath on CPU \(common.cpu), driver on CPU \(driverCPU), \(queueSize)-entry rings, memfd guest memory")
         print("  direction  frame  packets/s    Gbit/s   kicks/packet  messages/packet")
         let directory = scratchDirectory()
         defer { rmdir(directory) }
-        var recorder = ResultRecorder(path: results)
+        var recorder = ResultRecorder(path: common.results)
         defer { try? recorder.save() }
         for size in sizes {
             for direction in ["tx", "rx"] {
