@@ -28,17 +28,20 @@ let package = Package(
         ),
         // Linux interfaces the Glibc module lacks (eventfd, memfd, CMSG macros), as inline wrappers.
         .target(name: "CLinux"),
+        // A lock ThreadSanitizer can see (Synchronization.Mutex otherwise): for every target with state
+        // shared between threads.
+        .target(name: "Locking", dependencies: ["CLinux"], swiftSettings: strict),
         // Bytes, messages, sockets, fds. Knows nothing of devices.
         .target(
             name: "VfioUserProto",
-            dependencies: ["CJSONC", "CLinux", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CJSONC", "CLinux", "Locking", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         // PCI semantics: config space, capabilities, BARs, interrupts, the DMA space.
-        .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux"], swiftSettings: strict),
+        .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux", "Locking"], swiftSettings: strict),
         // Device models: they see RegionEmulation only.
-        .target(name: "MttyDevice", dependencies: ["RegionEmulation"], swiftSettings: strict),
-        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "CLinux"], swiftSettings: strict),
+        .target(name: "MttyDevice", dependencies: ["RegionEmulation", "Locking"], swiftSettings: strict),
+        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "CLinux", "Locking"], swiftSettings: strict),
         // Endpoints, sessions, device life cycle: between the protocol and the command line.
         .target(
             name: "VfioUserServer",
@@ -54,7 +57,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // Helpers shared by the test targets: threads, temporary directories, memfd-backed memory.
-        .target(name: "TestSupport", dependencies: ["VfioUserServer", "RegionEmulation", "MttyDevice", "VfioUserProto", "CLinux"],
+        .target(name: "TestSupport", dependencies: ["VfioUserServer", "RegionEmulation", "MttyDevice", "VfioUserProto", "CLinux", "Locking"],
                 path: "Tests/TestSupport", swiftSettings: strict),
         // Benchmarks that print figures beside a reference measured in the same run; the allocation
         // counter interposes malloc in the benchmark process only.
@@ -79,14 +82,14 @@ let package = Package(
                 path: "Tests/Fuzz/Harness", swiftSettings: strict),
         .executableTarget(name: "fuzz-decoder", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Decoder", swiftSettings: strict),
         .executableTarget(name: "fuzz-session", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Session", swiftSettings: strict),
-        .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioNetTestDriver", "VfioUserServer", "TestSupport"],
+        .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioNetTestDriver", "VfioUserServer", "TestSupport", "Locking"],
                     swiftSettings: strict),
         .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(
             name: "ServerConformanceTests",
-            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "TestSupport", "FuzzHarness"],
+            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "TestSupport", "FuzzHarness", "Locking"],
             swiftSettings: strict
         ),
     ]

@@ -1,5 +1,5 @@
+import Locking
 import RegionEmulation
-import Synchronization
 import VfioUserProto
 
 /// The kernel's mtty sample as a vfio-user device model: a PCI serial card with one or two 16550A
@@ -14,7 +14,7 @@ public final class MttyDevice: DeviceModel {
 
     public let function: PCIFunction
     public let portCount: Int
-    private let ports: Mutex<[UART16550]>
+    private let ports: Locked<[UART16550]>
 
     /// `ports` is 1 (type mtty-1) or 2 (mtty-2).
     public init(ports portCount: Int) {
@@ -26,7 +26,7 @@ public final class MttyDevice: DeviceModel {
         // The sample's config space is 255 bytes (quirk 6); QEMU sizes config from it, so report 256.
         description.configSize = ConfigSpace.conventionalSize
         function = try! PCIFunction(description) // a fixed, valid description: cannot fail
-        ports = Mutex(Array(repeating: UART16550(), count: portCount))
+        ports = Locked(Array(repeating: UART16550(), count: portCount))
     }
 
     public func readBAR(_ bar: Int, offset: UInt64, size: Int) -> UInt64 {

@@ -1,10 +1,10 @@
-import Synchronization
+import Locking
 
 /// A value several test threads read and write.
 public final class Shared<Value: Sendable>: Sendable {
-    private let storage: Mutex<Value>
+    private let storage: Locked<Value>
 
-    public init(_ value: Value) { storage = Mutex(value) }
+    public init(_ value: Value) { storage = Locked(value) }
 
     public var value: Value {
         get { storage.withLock { $0 } }

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import SystemPackage
 import VfioUserProto
 import VirtioNetDevice
@@ -6,8 +6,8 @@ import VirtioNetDevice
 /// A backend that keeps every frame the device sends and hands it frames a test injects: a wire
 /// that never drops, for tests that count frames exactly.
 final class RecordingBackend: NetBackend {
-    private let sent = Mutex<[[UInt8]]>([])
-    private let inbox = Mutex<[[UInt8]]>([])
+    private let sent = Locked<[[UInt8]]>([])
+    private let inbox = Locked<[[UInt8]]>([])
     /// Readable while frames wait in the inbox.
     private let ready: OwnedFileDescriptor
 

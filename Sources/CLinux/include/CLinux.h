@@ -20,6 +20,13 @@
 #include <string.h>
 #include <stdint.h>
 
+// ThreadSanitizer's annotations (compiler-rt's tsan_interface.h), called only by builds made with
+// -DTSAN, which link the ThreadSanitizer runtime that defines them.
+void __tsan_acquire(void *address);
+void __tsan_release(void *address);
+static inline void clinux_tsan_acquire(void *address) { __tsan_acquire(address); }
+static inline void clinux_tsan_release(void *address) { __tsan_release(address); }
+
 static inline size_t clinux_cmsg_space(size_t length) { return CMSG_SPACE(length); }
 static inline size_t clinux_cmsg_len(size_t length) { return CMSG_LEN(length); }
 static inline struct cmsghdr *clinux_cmsg_firsthdr(struct msghdr *message) { return CMSG_FIRSTHDR(message); }

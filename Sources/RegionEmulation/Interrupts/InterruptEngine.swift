@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 import SystemPackage
 import VfioUserProto
@@ -62,7 +63,7 @@ public final class InterruptEngine: Sendable {
         var suspended = false
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// `state.intxLevel`, readable without the lock: a model that sets its line low after every
     /// register access (mtty does) costs no lock while the line stays low. Written under the lock.
     private let intxLine = Atomic<Bool>(false)
@@ -72,7 +73,7 @@ public final class InterruptEngine: Sendable {
             IndexState(info: IndexInfo(count: count, flags: count == 0 ? [] : flags),
                        vectors: Array(repeating: Vector(), count: count), enabled: enabled)
         }
-        state = Mutex(State(indexes: [
+        state = Locked(State(indexes: [
             index(intx ? 1 : 0, [.eventfd, .maskable, .automasked], enabled: true),
             // MSI vectors are allocated as one block (NORESIZE), as the kernel's vfio-pci reports.
             index(msiVectors, msiMaskable ? [.eventfd, .maskable, .noResize] : [.eventfd, .noResize], enabled: false),

@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 import VfioUserProto
 
@@ -20,7 +21,7 @@ final class MigrationEngine: Sendable {
         var incoming: MigrationStreamParser?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// `state.current` for the access check every region access makes, read without the lock;
     /// written under it whenever `current` changes.
     private let published = Atomic<UInt32>(MigrationState.running.rawValue)

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import VfioUserProto
 
 /// Everything a device model declares about its PCI function.
@@ -49,7 +49,7 @@ public final class PCIFunction: Sendable {
         var msixTable: [UInt8]
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     public init(_ description: PCIFunctionDescription) throws(CapabilityBuilder.Failure) {
         identity = description.identity
@@ -62,7 +62,7 @@ public final class PCIFunction: Sendable {
         let msi = layout.msi
         interrupts = InterruptEngine(intx: description.hasINTx, msiVectors: msi?.vectors ?? 0,
                                      msiMaskable: msi?.perVectorMasking ?? false, msixVectors: layout.msix?.vectors ?? 0)
-        state = Mutex(State(config: config, msixTable: Array(repeating: 0, count: layout.msix?.tableSize ?? 0)))
+        state = Locked(State(config: config, msixTable: Array(repeating: 0, count: layout.msix?.tableSize ?? 0)))
         resetMSIXTable()
     }
 

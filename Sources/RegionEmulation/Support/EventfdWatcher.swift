@@ -1,5 +1,5 @@
 import CLinux
-import Synchronization
+import Locking
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
@@ -15,7 +15,7 @@ public final class EventfdWatcher: Sendable {
     public static let shared = EventfdWatcher()
 
     private let epoll: CInt
-    private let callbacks = Mutex<[CInt: Registration]>([:])
+    private let callbacks = Locked<[CInt: Registration]>([:])
 
     private struct Registration {
         let eventfd: OwnedFileDescriptor

@@ -1,5 +1,5 @@
 import CLinux
-import Synchronization
+import Locking
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +12,7 @@ import Glibc
 /// requests): the lock keeps each message contiguous on the wire.
 public final class MessageSender: Sendable {
     public let socket: FileDescriptor
-    private let lock = Mutex<Int>(0)
+    private let lock = Locked<Int>(0)
 
     public init(socket: FileDescriptor) {
         self.socket = socket

@@ -1,5 +1,5 @@
+import Locking
 import RegionEmulation
-import Synchronization
 import VfioUserProto
 
 /// A virtio-net NIC (virtio 1.x §5.1) on the modern PCI transport: one receive and one transmit
@@ -17,9 +17,9 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     public let transport: VirtioPCITransport
     public let backend: NetBackend
     let datapath: NetDatapath
-    let state: Mutex<NetState>
+    let state: Locked<NetState>
     /// Ring positions of a migrated-in state, applied when the device resumes.
-    let pendingRestore = Mutex<DatapathSnapshot?>(nil)
+    let pendingRestore = Locked<DatapathSnapshot?>(nil)
 
     struct NetState {
         var mac: [UInt8]
@@ -36,7 +36,7 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
         transport = VirtioPCITransport(queueCount: 3, maxQueueSize: queueSize, msixVectors: Self.msixVectors)
         function = try! PCIFunction(PCIFunctionDescription( // fixed, valid description: cannot fail
             identity: Self.identity, bars: transport.bars, capabilities: transport.capabilities))
-        state = Mutex(NetState(mac: mac))
+        state = Locked(NetState(mac: mac))
         datapath = NetDatapath(backend: backend, transport: transport)
         transport.bind(device: self, function: function)
         datapath.device = self

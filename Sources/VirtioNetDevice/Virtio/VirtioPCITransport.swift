@@ -1,5 +1,5 @@
+import Locking
 import RegionEmulation
-import Synchronization
 import VfioUserProto
 
 /// What a virtio device type supplies to the PCI transport.
@@ -60,7 +60,7 @@ public final class VirtioPCITransport: Sendable {
     public let queueCount: Int
     public let maxQueueSize: UInt16
     public let msixVectors: Int
-    let state: Mutex<State>
+    let state: Locked<State>
 
     /// The device type and PCI function, bound once by the device model after it built them.
     private struct Binding {
@@ -68,14 +68,14 @@ public final class VirtioPCITransport: Sendable {
         var function: PCIFunction?
     }
 
-    private let binding = Mutex(Binding())
+    private let binding = Locked(Binding())
 
     public init(layout: Layout = Layout(), queueCount: Int, maxQueueSize: UInt16 = 256, msixVectors: Int) {
         self.layout = layout
         self.queueCount = queueCount
         self.maxQueueSize = maxQueueSize
         self.msixVectors = msixVectors
-        state = Mutex(State(queues: Array(repeating: QueueConfiguration(size: maxQueueSize), count: queueCount)))
+        state = Locked(State(queues: Array(repeating: QueueConfiguration(size: maxQueueSize), count: queueCount)))
     }
 
     public func bind(device: VirtioDeviceType, function: PCIFunction) {

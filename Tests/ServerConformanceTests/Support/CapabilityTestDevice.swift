@@ -1,5 +1,5 @@
+import Locking
 import RegionEmulation
-import Synchronization
 import VfioUserProto
 
 /// A PCI Express function with every capability the builder offers, and a register to raise any
@@ -12,7 +12,7 @@ final class CapabilityTestDevice: DeviceModel {
     static let msixVectors = 2048
     static let msiVectors = 4
     let function: PCIFunction
-    private let resets = Mutex(0)
+    private let resets = Locked(0)
 
     init() {
         function = try! PCIFunction(PCIFunctionDescription(
