@@ -17,6 +17,22 @@ struct DatapathTests {
         #expect(bed.model.statistics.transmittedFrames == 3)
     }
 
+    @Test func aFullCableHoldsFramesInTheRingInsteadOfDroppingThem() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        // Nobody reads the wire: the peer's datagram queue (net.unix.max_dgram_qlen, 10 by default)
+        // fills, and the rest must stay in the transmit ring, neither used nor dropped.
+        let frames = (0..<64).map { NetTestBed.frame(length: 100 + $0, seed: UInt8($0)) }
+        #expect(try bed.driver.transmit(frames) == 64)
+        let early = try bed.driver.reclaimTransmitted(waitingFor: 64, milliseconds: 200)
+        #expect(early < 64)
+        #expect(bed.model.statistics.transmitStalls > 0)
+        for frame in frames { #expect(try bed.wireReceive() == frame) }
+        #expect(early + (try bed.driver.reclaimTransmitted(waitingFor: 64 - early)) == 64)
+        #expect(bed.model.statistics.transmittedFrames == 64)
+        #expect(bed.model.statistics.droppedFrames == 0)
+    }
+
     @Test func indirectDescriptorsCarryFramesToo() throws {
         let bed = try NetTestBed()
         try bed.up()

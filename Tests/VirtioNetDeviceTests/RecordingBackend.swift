@@ -21,9 +21,9 @@ final class RecordingBackend: NetBackend {
     var offloads: VirtioFeatures { [] }
     func setGuestOffloads(_ negotiated: VirtioFeatures) {}
 
-    func send(_ frame: UnsafeRawBufferPointer) -> Bool {
+    func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome {
         sent.withLock { $0.append(Array(frame)) }
-        return true
+        return .sent
     }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? {

@@ -11,9 +11,9 @@ public final class SinkBackend: NetBackend {
     public var offloads: VirtioFeatures { [] }
     public func setGuestOffloads(_ negotiated: VirtioFeatures) {}
 
-    public func send(_ frame: UnsafeRawBufferPointer) -> Bool {
+    public func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome {
         frames.add(1, ordering: .relaxed)
-        return true
+        return .sent
     }
 
     public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? { nil }
@@ -40,7 +40,7 @@ public final class SourceBackend: NetBackend {
     public var carriesVirtioHeader: Bool { false }
     public var offloads: VirtioFeatures { [] }
     public func setGuestOffloads(_ negotiated: VirtioFeatures) {}
-    public func send(_ frame: UnsafeRawBufferPointer) -> Bool { true }
+    public func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome { .sent }
 
     public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         let count = min(frame.count, buffer.count)

@@ -1,3 +1,4 @@
+import Synchronization
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
@@ -12,6 +13,8 @@ public final class DatagramBackend: NetBackend {
     public let peerPath: String
     private let fd: OwnedFileDescriptor
     private let peer: sockaddr_un
+    /// Whether `fd` is connected to the peer's socket (only the datapath thread sends).
+    private let connected = Atomic<Bool>(false)
 
     public init(local: String, peer: String) throws(Errno) {
         let raw = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
@@ -52,14 +55,27 @@ public final class DatagramBackend: NetBackend {
     public var offloads: VirtioFeatures { [] }
     public func setGuestOffloads(_ negotiated: VirtioFeatures) {}
 
-    public func send(_ frame: UnsafeRawBufferPointer) -> Bool {
-        var peer = self.peer
-        let sent = withUnsafePointer(to: &peer) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                sendto(fd.rawValue, frame.baseAddress, frame.count, CInt(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+    /// A frame goes to the peer's socket, connected on first use: connected, a full peer queue
+    /// reads as `.full` and polls as not writable until the peer takes frames (an unconnected
+    /// datagram socket would poll writable all along). No peer (not there yet, or gone) drops the
+    /// frame, as an unplugged cable would; the next frame tries to connect again.
+    public func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome {
+        if !connected.load(ordering: .relaxed) {
+            var peer = self.peer
+            let result = withUnsafePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
+            guard result == 0 else { return .dropped }
+            connected.store(true, ordering: .relaxed)
         }
-        return sent == frame.count // a missing peer or a full queue drops the frame, as a cable would
+        if Glibc.send(fd.rawValue, frame.baseAddress, frame.count, CInt(MSG_NOSIGNAL)) == frame.count { return .sent }
+        switch errno {
+        case EAGAIN: return .full
+        case ECONNREFUSED, ENOTCONN:
+            connected.store(false, ordering: .relaxed) // the peer went away; a new one may bind the path
+            return .dropped
+        default: return .dropped
+        }
     }
 
     public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? {

@@ -1,3 +1,14 @@
+/// What became of a frame handed to a backend.
+public enum NetSendOutcome: Sendable {
+    case sent
+    /// Lost for good (no peer, a frame the backend refuses), as a NIC drops on a dead link.
+    case dropped
+    /// The backend cannot take it now (its queue is full). The datapath leaves the frame in the
+    /// transmit ring and waits for `pollDescriptor` to become writable, as QEMU's net layer holds a
+    /// virtqueue while a TAP's queue is full: backpressure instead of loss.
+    case full
+}
+
 /// Where a virtio-net device's frames go and come from.
 ///
 /// The datapath thread is the only caller of `send` and `receive`; both never block (the backend's
@@ -14,8 +25,8 @@ public protocol NetBackend: AnyObject, Sendable {
     var offloads: VirtioFeatures { get }
     /// The guest's receive offloads were negotiated (TUNSETOFFLOAD for a TAP).
     func setGuestOffloads(_ negotiated: VirtioFeatures)
-    /// Sends one frame (with the header when `carriesVirtioHeader`); false if it was dropped.
-    func send(_ frame: UnsafeRawBufferPointer) -> Bool
+    /// Sends one frame (with the header when `carriesVirtioHeader`).
+    func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome
     /// Receives one frame into `buffer` (with the header when `carriesVirtioHeader`); nil when none
     /// is waiting.
     func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int?

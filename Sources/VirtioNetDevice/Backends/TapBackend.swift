@@ -39,8 +39,9 @@ public final class TapBackend: NetBackend {
         _ = clinux_tap_set_offload(fd.rawValue, flags)
     }
 
-    public func send(_ frame: UnsafeRawBufferPointer) -> Bool {
-        Glibc.write(fd.rawValue, frame.baseAddress, frame.count) == frame.count
+    public func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome {
+        if Glibc.write(fd.rawValue, frame.baseAddress, frame.count) == frame.count { return .sent }
+        return errno == EAGAIN ? .full : .dropped
     }
 
     public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? {

@@ -1,4 +1,5 @@
 import CLinux
+import Locking
 import RegionEmulation
 import Synchronization
 import VfioUserProto
@@ -16,6 +17,8 @@ public struct NetStatistics: Sendable, Equatable {
     public var filteredFrames = 0
     /// Frames dropped because the guest's buffers were too small, or the backend refused them.
     public var droppedFrames = 0
+    /// Times the backend was full and transmit waited for room (`NetSendOutcome.full`).
+    public var transmitStalls = 0
     public var interrupts = 0
     public var kicks = 0
 }
@@ -62,13 +65,13 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     private let lock = ConditionLock()
     private var requestedFeatures: VirtioFeatures? // under lock: what to run with (nil: stopped)
     private var requestedRestore: DatapathSnapshot? // under lock: ring positions to resume at (migration)
-    private let counters = Mutex(NetStatistics())
+    private let counters = Locked(NetStatistics())
     /// Migration's pause: the thread stops at its next safe point (every used entry published) and
     /// records where the rings stand; `pausedGeneration` says it did.
     private let pauseRequested = Atomic<Bool>(false)
     private let pauseGeneration = Atomic<Int>(0)
     private let pausedGeneration = Atomic<Int>(0)
-    private let pausedSnapshot = Mutex<DatapathSnapshot?>(nil)
+    private let pausedSnapshot = Locked<DatapathSnapshot?>(nil)
 
     // Owned by the datapath thread.
     private var epoch = 0
@@ -93,6 +96,8 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     /// The receive queue had no buffers at the last look: wait for the driver's kick, not for input
     /// (a backend with frames waiting stays readable, and polling it would spin).
     private var receiveStarved = false
+    /// The backend refused a frame as full (`NetSendOutcome.full`): transmit waits for room.
+    private var transmitBlocked = false
 
     init(backend: NetBackend, transport: VirtioPCITransport) {
         self.backend = backend
@@ -233,6 +238,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         broken = false
         pendingFrameLength = 0
         receiveStarved = false
+        transmitBlocked = false
         cache?.releaseAll() // no rings in use: an unmap need not wait for us
         epoch = requested
         acknowledgedEpoch.store(requested, ordering: .sequentiallyConsistent)
@@ -309,10 +315,13 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         if kicks.load(ordering: .sequentiallyConsistent) != 0 || requestedEpoch.load(ordering: .sequentiallyConsistent) != epoch { return }
         var fds = [pollfd(fd: wakeup.rawValue, events: Int16(POLLIN), revents: 0)]
         // Input is wanted only when the receive queue can take it (a frame already waiting for
-        // buffers, or no buffers at all, means waiting for the driver's kick instead).
+        // buffers, or no buffers at all, means waiting for the driver's kick instead); output room
+        // only when the backend refused a frame as full.
         let wantInput = rx != nil && !broken && pendingFrameLength == 0 && !receiveStarved
-        if wantInput, let backendFD = backend.pollDescriptor { fds.append(pollfd(fd: backendFD, events: Int16(POLLIN), revents: 0)) }
-        if wantInput && backend.pollDescriptor == nil { return } // a source always has input
+        let wantOutput = tx != nil && !broken && transmitBlocked
+        let events = (wantInput ? POLLIN : 0) | (wantOutput ? POLLOUT : 0)
+        if events != 0, let backendFD = backend.pollDescriptor { fds.append(pollfd(fd: backendFD, events: Int16(events), revents: 0)) }
+        if events != 0 && backend.pollDescriptor == nil { return } // a source always has input, a sink room
         _ = poll(&fds, nfds_t(fds.count), -1)
         _ = try? wakeup.readEventfd()
     }
@@ -327,6 +336,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         while true {
             var pending: UInt16 = 0
             var sent = 0, bytes = 0, dropped = 0
+            transmitBlocked = false
             while pending < 64, try queue.pop(into: &transmitChain, memory) {
                 guard transmitChain.writable.isEmpty else { throw .wrongDirection(head: transmitChain.head) }
                 let length = transmitChain.readableLength
@@ -335,12 +345,20 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                     let frame = backend.carriesVirtioHeader
                         ? UnsafeRawBufferPointer(rebasing: transmitBuffer[..<copied])
                         : UnsafeRawBufferPointer(rebasing: transmitBuffer[VirtioNetHeader.size ..< copied])
-                    if backend.send(frame) {
+                    switch backend.send(frame) {
+                    case .sent:
                         sent += 1
                         bytes += copied - VirtioNetHeader.size
-                    } else {
+                    case .dropped:
                         dropped += 1
+                    case .full:
+                        // Backpressure: the chain goes back to the ring, to be sent once the
+                        // backend is writable again (sleep polls for that).
+                        queue.rewind(to: queue.lastAvailable &- 1)
+                        transmitBlocked = true
+                        counters.withLock { $0.transmitStalls += 1 }
                     }
+                    if transmitBlocked { break }
                 } else {
                     dropped += 1
                 }
@@ -354,6 +372,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                 }
             }
             guard pending > 0 else {
+                if transmitBlocked { return done > 0 }
                 // Idle: ask for a kick, then look once more for what raced with that request.
                 try queue.setNotifications(true, memory)
                 if try queue.pendingCount(memory) > 0 { continue }
@@ -362,7 +381,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
             done += Int(pending)
             try queue.publishUsed(pending, memory)
             if try queue.needsInterrupt(memory) { signal(VirtioNetDevice.transmitQueue) }
-            if pauseRequested.load(ordering: .relaxed) { return true } // a migration waits for this batch boundary
+            if pauseRequested.load(ordering: .relaxed) || transmitBlocked { return true } // a migration waits for this batch boundary
         }
     }
 
