@@ -135,22 +135,46 @@ e2e_initramfs() {
   (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"
 }
 
-# e2e_boot TEST [QEMU ARGS...]: boots the guest running guest/TEST.sh; console in $work/console.log.
-# MEMORY=memfd (default) gives fd-backed RAM (DMA by mmap); MEMORY=anon plain RAM (DMA by messages).
-e2e_boot() {
+# qemu_command TEST [QEMU ARGS...]: sets qemu_args to the chroot'ed QEMU command line that boots the
+# guest running guest/TEST.sh. MEMORY=memfd (default) gives fd-backed RAM (DMA by mmap); MEMORY=anon
+# plain RAM (DMA by messages).
+qemu_command() {
   local test=$1; shift
   [ -f "$work/initrd.gz" ] || e2e_initramfs
   local memory=(-object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem)
   [ "${MEMORY:-memfd}" = anon ] && memory=()
   log "booting guest for $test (memory ${MEMORY:-memfd})"
+  qemu_args=(chroot "$ROOT" qemu-system-x86_64
+    -machine pc -accel tcg -m 256M "${memory[@]}" -nodefaults -nographic -serial stdio -no-reboot
+    -kernel "/$KERNEL" -initrd "$guest_dir/initrd.gz"
+    -append "console=ttyS0 quiet 8250.nr_uarts=16 panic=-1 e2e=$test ${GUEST_ARGS:-}"
+    "$@")
+}
+
+# e2e_boot TEST [QEMU ARGS...]: boots the guest running guest/TEST.sh to its end; console in
+# $work/console.log.
+e2e_boot() {
+  qemu_command "$@"
   local status=0
-  timeout "$E2E_TIMEOUT" chroot "$ROOT" qemu-system-x86_64 \
-    -machine pc -accel tcg -m 256M "${memory[@]}" -nodefaults -nographic -serial stdio -no-reboot \
-    -kernel "/$KERNEL" -initrd "$guest_dir/initrd.gz" \
-    -append "console=ttyS0 quiet 8250.nr_uarts=16 panic=-1 e2e=$test ${GUEST_ARGS:-}" \
-    "$@" >"$work/console.log" 2>&1 || status=$?
+  timeout "$E2E_TIMEOUT" "${qemu_args[@]}" >"$work/console.log" 2>&1 || status=$?
   [ $status -eq 124 ] && fail "guest did not finish within ${E2E_TIMEOUT}s"
-  grep -q "E2E-DONE" "$work/console.log" || fail "guest did not reach the end of $test (QEMU status $status)"
+  grep -q "E2E-DONE" "$work/console.log" || fail "guest did not reach the end of $1 (QEMU status $status)"
+}
+
+# e2e_boot_background TEST [QEMU ARGS...]: starts the same guest and returns; qemu_pid is QEMU's
+# own pid (chroot execs it), console in $work/console.log.
+e2e_boot_background() {
+  qemu_command "$@"
+  "${qemu_args[@]}" >"$work/console.log" 2>&1 &
+  qemu_pid=$!
+  helper_pids+=($qemu_pid)
+}
+
+# console_wait PATTERN SECONDS: waits until the console has a line matching PATTERN.
+console_wait() {
+  local _
+  for _ in $(seq $(($2 * 10))); do grep -Eq "$1" "$work/console.log" && return 0; sleep 0.1; done
+  fail "no console line matching /$1/ within $2 s"
 }
 
 # expect PATTERN WHAT: the console must contain a line matching PATTERN (extended regex).
