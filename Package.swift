@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(
             name: "ServerConformanceTests",
-            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "TestSupport", "FuzzHarness", "Locking"],
+            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "VirtioNetTestDriver", "TestSupport", "FuzzHarness", "Locking"],
             swiftSettings: strict
         ),
     ]
