@@ -160,6 +160,29 @@ struct DMATests {
         #expect(server.device.dma.mappingCount == 0)
     }
 
+    @Test func unmapWaitsForAnAccessInProgressOnAnotherThread() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        let dma = server.device.dma
+        let inside = Shared(false), leftAt = Shared<UInt64>(0)
+        let holder = Thread {
+            _ = try? dma.withPinned(Self.iova, length: 16, access: .write) { buffer in
+                inside.value = true
+                usleep(200_000)
+                buffer.storeBytes(of: 0x5A, toByteOffset: 0, as: UInt8.self)
+                leftAt.value = monotonicNanoseconds()
+            }
+        }
+        while !inside.value { usleep(1000) }
+        try client.dmaUnmap(DMAUnmapRequest(address: Self.iova, size: 0x1000))
+        let repliedAt = monotonicNanoseconds()
+        holder.join()
+        #expect(leftAt.value > 0 && repliedAt >= leftAt.value, "the unmap's reply came after the access ended")
+        #expect(memory.read(0, 1) == [0x5A])
+        #expect(dma.mappingCount == 0)
+        #expect(throws: DMAError.self) { try dma.withPinned(Self.iova, length: 16, access: .read) { _ in 0 } }
+    }
+
     @Test func unmapTellsTheDeviceWhichReleasesItsPins() throws {
         let model = CopyEngineDevice()
         let server = try TestServer(model: model)

@@ -13,7 +13,7 @@ import Glibc
 final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap happens once, in deinit.
     let base: UnsafeMutableRawPointer
     let length: Int
-    private let guardSlot: Int
+    let guardSlot: Int
 
     init(base: UnsafeMutableRawPointer, length: Int, protection: CInt) {
         self.base = base
@@ -28,6 +28,43 @@ final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap 
         clinux_fault_guard_unregister(guardSlot)
         munmap(base, length)
     }
+}
+
+/// A mapping as the table holds it: what a lookup needs, inline, so that translating an address
+/// reads the table's own arrays and not the `DMAMapping` object (at 65,535 mappings spread over
+/// the heap, that object is a cache and TLB miss per lookup; retaining it on every copy of the
+/// entry would be another, hence the unmanaged reference). Guarded by the space's lock.
+///
+/// The table owns the mapping: `retained(_:)` takes a reference for it, and whoever takes an entry
+/// out of the table calls `releaseMapping()`.
+struct DMATableEntry {
+    private let reference: Unmanaged<DMAMapping>
+    let iova: UInt64
+    /// The last address mapped (not the end: a mapping may reach 2^64).
+    let last: UInt64
+    /// The host address of `mapping.iova`; nil for a message-mode mapping.
+    let host: UnsafeMutableRawPointer?
+    /// The fault-guard slot of the memory (-1: none).
+    let faultSlot: Int
+    let flags: DMAMapFlags
+    /// Set with `mapping.removing`: no new access.
+    var removing = false
+
+    private init(_ mapping: DMAMapping) {
+        reference = .passRetained(mapping)
+        iova = mapping.iova
+        last = mapping.iova + (mapping.size - 1)
+        host = mapping.memory.map { $0.base + mapping.memoryOffset }
+        faultSlot = mapping.memory?.guardSlot ?? -1
+        flags = mapping.flags
+    }
+
+    static func retained(_ mapping: DMAMapping) -> DMATableEntry { DMATableEntry(mapping) }
+    func releaseMapping() { reference.release() }
+
+    var mapping: DMAMapping { reference.takeUnretainedValue() }
+
+    var isFaulted: Bool { faultSlot >= 0 && clinux_fault_guard_faults(faultSlot) > 0 }
 }
 
 /// One DMA_MAP: an IOVA range, what the device may do with it, and how to reach it.

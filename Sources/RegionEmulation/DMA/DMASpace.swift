@@ -24,7 +24,12 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     public let maxMappings: Int
     let lock = ConditionLock()
-    var table = SortedChunkMap<DMAMapping>()
+    var table = SortedChunkMap<DMATableEntry>()
+    /// Short pins (`withPinned`, copies) in flight, counted per space rather than per mapping so a
+    /// lookup writes nothing but this: two counters, new pins go to `shortEpoch & 1`; an unmap flips
+    /// the epoch once its mappings are marked removing and waits for the other counter to drain.
+    var shortPins = (0, 0)
+    var shortEpoch = 0
     /// DMA_LOGGING_START's page size and ranges while dirty logging is on (see DMALogging.swift).
     var logging: DMALogging?
     private var fileMappings = FileMappings()
@@ -35,6 +40,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     public init(maxMappings: Int = DMASpace.defaultMaxMappings) {
         self.maxMappings = maxMappings
     }
+
+    deinit { table.forEach { $1.releaseMapping() } }
 
     // MARK: The client side: DMA_MAP / DMA_UNMAP
 
@@ -100,13 +107,13 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         try lock.withLock { () throws(DMAError) in
             // Only the session maps, but check again under the lock rather than assume it.
             try overlapCheckLocked(request.address, lastByte)
-            table.insert(request.address, mapping)
+            table.insert(request.address, .retained(mapping))
         }
     }
 
     private func duplicate(of request: DMAMapRequest, identity: DMAMapping.FileIdentity?) -> DMAMapping? {
         lock.withLock {
-            guard let existing = table[request.address], !existing.removing, existing.size == request.size,
+            guard let existing = table[request.address]?.mapping, !existing.removing, existing.size == request.size,
                   existing.flags == request.flags, existing.fileIdentity == identity,
                   identity == nil || existing.fileOffset == request.offset else { return nil }
             return existing
@@ -121,7 +128,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     }
 
     private func overlapCheckLocked(_ first: UInt64, _ last: UInt64) throws(DMAError) {
-        if let below = table.floor(first)?.value, below.end - 1 >= first {
+        if let below = table.floor(first)?.value, below.last >= first {
             throw .overlaps(address: first, size: last - first + 1)
         }
         if let above = table.ceiling(first)?.value, above.iova <= last {
@@ -149,9 +156,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 guard request.address == 0, request.size == 0 else {
                     throw .invalid("DMA_UNMAP ALL needs address 0 and size 0")
                 }
-                return table.entries.map(\.value)
+                return table.entries.map(\.value.mapping)
             }
-            guard let mapping = table[request.address], mapping.size == request.size, !mapping.removing else {
+            guard let mapping = table[request.address]?.mapping, mapping.size == request.size, !mapping.removing else {
                 throw .noSuchMapping(address: request.address, size: request.size)
             }
             return [mapping]
@@ -161,35 +168,42 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     /// Removes every mapping (a lost connection).
     public func removeAll(waitForRelease: ((_ released: () -> Bool) -> Bool)? = nil) {
-        let victims = lock.withLock { table.entries.map(\.value) }
+        let victims = lock.withLock { table.entries.map(\.value.mapping) }
         try? remove(victims, waitForRelease: waitForRelease)
     }
 
     private func remove(_ victims: [DMAMapping], waitForRelease: ((_ released: () -> Bool) -> Bool)?) throws(DMAError) {
         guard !victims.isEmpty else { return }
-        let pinned: [DMAMapping] = lock.withLock {
-            for mapping in victims { mapping.removing = true }
-            return victims.filter { $0.pins > 0 }
+        let (pinned, shortParity): ([DMAMapping], Int) = lock.withLock {
+            for mapping in victims {
+                mapping.removing = true
+                table.modify(mapping.iova) { $0.removing = true }
+            }
+            // Short pins taken from now on cannot be on a victim; wait for those taken before.
+            let parity = shortEpoch & 1
+            shortEpoch += 1
+            return (victims.filter { $0.pins > 0 }, parity)
         }
-        if !pinned.isEmpty {
+        let shortDrained = { [unowned self] in (shortParity == 0 ? shortPins.0 : shortPins.1) == 0 }
+        if !pinned.isEmpty || !lock.withLock(shortDrained) {
             let observers = lock.withLock { Array(self.observers.values) }
             for mapping in pinned { for observer in observers { observer(mapping.iova, mapping.size) } }
-            let released = { [lock] in lock.withLock { pinned.allSatisfy { $0.pins == 0 } } }
-            let done = waitForRelease.map { $0(released) } ?? waitForPins(pinned, milliseconds: 10_000)
+            let released = { [lock] in lock.withLock { pinned.allSatisfy { $0.pins == 0 } && shortDrained() } }
+            let done = waitForRelease.map { $0(released) } ?? waitForPins(pinned, shortDrained, milliseconds: 10_000)
             if !done {
                 let held = lock.withLock { pinned.first { $0.pins > 0 } }
                 // Those still pinned stay in the table, marked removing: no new access, no reuse.
-                lock.withLock { for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova) } }
+                lock.withLock { for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova)?.releaseMapping() } }
                 throw .pinsHeld(address: held?.iova ?? 0, pins: held?.pins ?? 0)
             }
         }
-        lock.withLock { for mapping in victims { table.remove(mapping.iova) } }
+        lock.withLock { for mapping in victims { table.remove(mapping.iova)?.releaseMapping() } }
     }
 
-    private func waitForPins(_ pinned: [DMAMapping], milliseconds: Int) -> Bool {
+    private func waitForPins(_ pinned: [DMAMapping], _ shortDrained: () -> Bool, milliseconds: Int) -> Bool {
         let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
         return lock.withLock {
-            while pinned.contains(where: { $0.pins > 0 }) {
+            while pinned.contains(where: { $0.pins > 0 }) || !shortDrained() {
                 let now = monotonicNanoseconds()
                 guard now < deadline else { return false }
                 lock.wait(milliseconds: Int((deadline - now) / 1_000_000) + 1)
@@ -231,11 +245,11 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             var address = iova
             var remaining = UInt64(length)
             while remaining > 0 {
-                let mapping = try lookupLocked(address, access: access)
-                guard !mapping.isMessageMode else { throw .messageMode(address) }
-                let chunk = min(remaining, mapping.end - address)
-                segments.append(UnsafeMutableRawBufferPointer(start: mapping.hostAddress(address), count: Int(chunk)))
-                mappings.append(mapping)
+                let entry = try lookupLocked(address, access: access)
+                guard let host = entry.host else { throw .messageMode(address) }
+                let chunk = min(remaining, entry.last - address + 1)
+                segments.append(UnsafeMutableRawBufferPointer(start: host + Int(address - entry.iova), count: Int(chunk)))
+                mappings.append(entry.mapping)
                 address &+= chunk
                 remaining -= chunk
             }
@@ -258,7 +272,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// marks what it writes (`PinnedMapping.markDirty`).
     public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
         try lock.withLock { () throws(DMAError) in
-            guard let mapping = table.floor(iova)?.value, iova - mapping.iova < mapping.size, !mapping.removing else {
+            guard let mapping = table.floor(iova)?.value.mapping, iova - mapping.iova < mapping.size, !mapping.removing else {
                 throw .notMapped(iova)
             }
             guard !mapping.isMessageMode else { return nil }
@@ -272,29 +286,36 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     @inlinable
     public func withPinned<R>(_ iova: UInt64, length: Int, access: DMAAccess,
                               _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
-        let (mapping, host) = try acquire(iova, length: length, access: access)
-        defer { releaseOne(mapping) }
+        let (parity, host) = try acquire(iova, length: length, access: access)
+        defer { releaseShort(parity) }
         return try body(UnsafeMutableRawBufferPointer(start: host, count: length))
     }
 
-    /// Pins one mapping's range for `withPinned`.
+    /// Pins one mapping's range for `withPinned`: a short pin (see `shortPins`).
     @usableFromInline
-    func acquire(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> (DMAMapping, UnsafeMutableRawPointer) {
+    func acquire(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> (parity: Int, host: UnsafeMutableRawPointer) {
         try lock.withLock { () throws(DMAError) in
-            let mapping = try lookupLocked(iova, access: access)
-            guard !mapping.isMessageMode else { throw .messageMode(iova) }
-            guard UInt64(length) <= mapping.end - iova else { throw .notMapped(mapping.end) }
-            mapping.pins += 1
-            if access.contains(.write) { mapping.markDirty(iova, length) }
-            return (mapping, mapping.hostAddress(iova))
+            let entry = try lookupLocked(iova, access: access)
+            guard let host = entry.host else { throw .messageMode(iova) }
+            guard UInt64(length) <= entry.last - iova + 1 else { throw .notMapped(entry.last &+ 1) }
+            if access.contains(.write) { entry.mapping.markDirty(iova, length) }
+            return (takeShortPinLocked(), host + Int(iova - entry.iova))
         }
     }
 
+    private func takeShortPinLocked() -> Int {
+        let parity = shortEpoch & 1
+        if parity == 0 { shortPins.0 += 1 } else { shortPins.1 += 1 }
+        return parity
+    }
+
     @usableFromInline
-    func releaseOne(_ mapping: DMAMapping) {
+    func releaseShort(_ parity: Int) {
         lock.withLock {
-            mapping.pins -= 1
-            if mapping.removing && mapping.pins == 0 { lock.broadcast() }
+            let left: Int
+            if parity == 0 { shortPins.0 -= 1; left = shortPins.0 } else { shortPins.1 -= 1; left = shortPins.1 }
+            // An unmap may be waiting for the older counter to drain.
+            if left == 0 && parity != shortEpoch & 1 { lock.broadcast() }
         }
     }
 
@@ -309,14 +330,14 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         }
     }
 
-    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> DMAMapping {
-        guard let mapping = table.floor(address)?.value, address - mapping.iova < mapping.size, !mapping.removing else {
+    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> DMATableEntry {
+        guard let entry = table.floor(address)?.value, address <= entry.last, !entry.removing else {
             throw .notMapped(address)
         }
-        if access.contains(.read) && !mapping.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
-        if access.contains(.write) && !mapping.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
-        guard !mapping.isFaulted else { throw .memoryGone(address) }
-        return mapping
+        if access.contains(.read) && !entry.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
+        if access.contains(.write) && !entry.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
+        guard !entry.isFaulted else { throw .memoryGone(address) }
+        return entry
     }
 
     /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
@@ -358,14 +379,12 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         var offset = 0
         while offset < count {
             let address = iova &+ UInt64(offset)
-            let (mapping, chunk): (DMAMapping, Int) = try lock.withLock { () throws(DMAError) in
-                let mapping = try lookupLocked(address, access: access)
-                let chunk = Int(min(UInt64(count - offset), mapping.end - address))
-                if !mapping.isMessageMode {
-                    mapping.pins += 1
-                    if access.contains(.write) { mapping.markDirty(address, chunk) }
-                }
-                return (mapping, chunk)
+            let (mapping, chunk, parity): (DMAMapping, Int, Int) = try lock.withLock { () throws(DMAError) in
+                let entry = try lookupLocked(address, access: access)
+                let chunk = Int(min(UInt64(count - offset), entry.last - address + 1))
+                guard entry.host != nil else { return (entry.mapping, chunk, -1) }
+                if access.contains(.write) { entry.mapping.markDirty(address, chunk) }
+                return (entry.mapping, chunk, takeShortPinLocked())
             }
             if mapping.isMessageMode {
                 let maxTransfer = try messageChannel().maxTransferSize
@@ -379,7 +398,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                     mapping.markDirty(address, chunk)
                 }
             } else {
-                defer { releaseOne(mapping) }
+                defer { releaseShort(parity) }
                 try body(offset, mapping, mapping.hostAddress(address), chunk)
                 // The copy itself cannot fail; a page that vanished under it was read as zeros.
                 guard !mapping.isFaulted else { throw .memoryGone(address) }
@@ -395,8 +414,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     public var mappings: [DMAMappingInfo] {
         lock.withLock {
             table.entries.map {
-                DMAMappingInfo(iova: $0.value.iova, size: $0.value.size, flags: $0.value.flags,
-                               hasFileDescriptor: !$0.value.isMessageMode, pins: $0.value.pins)
+                DMAMappingInfo(iova: $0.value.iova, size: $0.value.mapping.size, flags: $0.value.flags,
+                               hasFileDescriptor: $0.value.host != nil, pins: $0.value.mapping.pins)
             }
         }
     }

@@ -45,7 +45,17 @@ public struct SortedChunkMap<Value> {
         return values[block * Self.blockCapacity + index]
     }
 
-    /// The entry with the greatest key <= `key`.
+    /// Changes the value stored under `key` in place; false if the key is absent.
+    @discardableResult
+    public mutating func modify(_ key: UInt64, _ body: (inout Value) -> Void) -> Bool {
+        guard let (_, block, index) = locate(key), keys[block * Self.blockCapacity + index] == key else { return false }
+        body(&values[block * Self.blockCapacity + index]!)
+        return true
+    }
+
+    /// The entry with the greatest key <= `key`. Always inlined: called on a class's stored map,
+    /// an out-of-line call copies the whole struct first (a retain and release of every array).
+    @inline(__always)
     public func floor(_ key: UInt64) -> (key: UInt64, value: Value)? {
         guard let (_, block, index) = locate(key) else { return nil }
         let slot = block * Self.blockCapacity + index
