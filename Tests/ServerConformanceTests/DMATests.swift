@@ -183,6 +183,32 @@ struct DMATests {
         #expect(throws: DMAError.self) { try dma.withPinned(Self.iova, length: 16, access: .read) { _ in 0 } }
     }
 
+    @Test func aMappingThatEndsAtTwoToTheSixtyFourIsReachedWithoutOverflow() throws {
+        let (server, client, memory) = try setUp()
+        let top = UInt64.max - 0xFFF // the last page of the 64-bit space: iova + size is 2^64
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: top, size: 0x1000), fd: memory.fd.descriptor)
+        let dma = server.device.dma
+        try dma.write(UInt64.max - 3, from: UnsafeRawBufferPointer(start: [UInt8(1), 2, 3, 4], count: 4))
+        #expect(memory.read(0xFFC, 4) == [1, 2, 3, 4])
+        #expect(try dma.withPinned(top, length: 0x1000, access: .read) { $0.count } == 0x1000)
+        #expect(throws: DMAError.self) { try dma.withPinned(top + 1, length: 0x1000, access: .read) { _ in 0 } }
+        let pin = try dma.pin(UInt64.max - 15, length: 16, access: .read)
+        #expect(pin.length == 16)
+        pin.release()
+        // Ranges that would wrap past 2^64 to address 0, mapped too, in message mode: refused.
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: 0, size: 0x1000))
+        var buffer = [UInt8](repeating: 0, count: 8)
+        #expect(throws: DMAError.notMapped(0)) { try buffer.withUnsafeMutableBytes { try dma.read(UInt64.max - 3, into: $0) } }
+        #expect(throws: DMAError.notMapped(0)) { try dma.pin(UInt64.max - 3, length: 8, access: .read) }
+        // A device thread's translation cache (virtio-net's rings and buffers) too.
+        let cache = DMATranslationCache(dma: dma)
+        #expect(try cache.host(UInt64.max, length: 1, access: .write) != nil)
+        #expect(try cache.host(top, length: 0x1000, access: .read) != nil)
+        #expect(try cache.host(top + 1, length: 0x1000, access: .read) == nil) // would run past 2^64: copy path refuses
+        cache.releaseAll()
+        try client.dmaUnmap(DMAUnmapRequest(address: top, size: 0x1000))
+    }
+
     @Test func unmapTellsTheDeviceWhichReleasesItsPins() throws {
         let model = CopyEngineDevice()
         let server = try TestServer(model: model)

@@ -53,7 +53,7 @@ struct DMATableEntry {
     private init(_ mapping: DMAMapping) {
         reference = .passRetained(mapping)
         iova = mapping.iova
-        last = mapping.iova + (mapping.size - 1)
+        last = mapping.last
         host = mapping.memory.map { $0.base + mapping.memoryOffset }
         faultSlot = mapping.memory?.guardSlot ?? -1
         flags = mapping.flags
@@ -124,7 +124,8 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
         if dirtyWords <= Self.heapBitmapWords { dirty.deallocate() } else { munmap(dirty, dirtyWords * 8) }
     }
 
-    public var end: UInt64 { iova + size }
+    /// The last address mapped (a mapping may reach 2^64, so its end may not fit in 64 bits).
+    public var last: UInt64 { iova + (size - 1) }
     public var isMessageMode: Bool { memory == nil }
     /// The client's file shrank under this mapping: it is not to be used any more.
     var isFaulted: Bool { memory?.faulted ?? false }

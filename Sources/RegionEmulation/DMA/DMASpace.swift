@@ -239,6 +239,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// (several when it spans adjacent mappings). Writes mark the range dirty.
     public func pin(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> DMAPin {
         guard length > 0 else { return DMAPin(space: self, iova: iova, segments: [], mappings: []) }
+        guard UInt64(length - 1) <= UInt64.max - iova else { throw .notMapped(0) } // wraps past 2^64
         return try lock.withLock { () throws(DMAError) in
             var segments: [UnsafeMutableRawBufferPointer] = []
             var mappings: [DMAMapping] = []
@@ -376,6 +377,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// duration of `body` so that an unmap cannot pull the memory away mid-copy.
     private func copy(_ iova: UInt64, count: Int, access: DMAAccess,
                       _ body: (Int, DMAMapping, UnsafeMutableRawPointer?, Int) throws(DMAError) -> Void) throws(DMAError) {
+        // A range that wraps past 2^64 (a guest's descriptor may say so) reaches nothing.
+        guard count == 0 || UInt64(count - 1) <= UInt64.max - iova else { throw .notMapped(0) }
         var offset = 0
         while offset < count {
             let address = iova &+ UInt64(offset)
@@ -464,7 +467,8 @@ public struct PinnedMapping: @unchecked Sendable { // The mapping's mutable stat
     let mapping: DMAMapping
 
     public var iova: UInt64 { mapping.iova }
-    public var end: UInt64 { mapping.end }
+    /// The last address mapped (not the end: it may be 2^64).
+    public var last: UInt64 { mapping.last }
     public var flags: DMAMapFlags { mapping.flags }
     /// The host address of `iova` (which must lie in the mapping).
     @inlinable public func host(_ iova: UInt64) -> UnsafeMutableRawPointer { hostBase + Int(iova - self.iova) }

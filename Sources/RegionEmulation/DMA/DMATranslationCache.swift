@@ -15,7 +15,7 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
     /// What a lookup needs, as plain values (no reference counting on the hot path).
     private struct Slot {
         let start: UInt64
-        let end: UInt64
+        let last: UInt64 // not the end, which may be 2^64
         let base: UnsafeMutableRawPointer
         let readable: Bool
         let writable: Bool
@@ -40,7 +40,7 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
     @inline(__always)
     public func host(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> UnsafeMutableRawPointer? {
         let found: Int? = slots.withUnsafeBufferPointer { slots in
-            for i in slots.indices where iova >= slots[i].start && iova < slots[i].end { return i }
+            for i in slots.indices where iova >= slots[i].start && iova <= slots[i].last { return i }
             return nil
         }
         if let found { return try allowed(found, iova, length, access) }
@@ -49,7 +49,7 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
             slots.removeFirst()
             pins.removeFirst().pin.release()
         }
-        slots.append(Slot(start: pinned.iova, end: pinned.end, base: pinned.host(pinned.iova),
+        slots.append(Slot(start: pinned.iova, last: pinned.last, base: pinned.host(pinned.iova),
                           readable: pinned.flags.contains(.read), writable: pinned.flags.contains(.write), dirty: pinned.mapping.dirty))
         pins.append(pinned)
         return try allowed(slots.count - 1, iova, length, access)
@@ -58,7 +58,7 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
     @inline(__always)
     private func allowed(_ index: Int, _ iova: UInt64, _ length: Int, _ access: DMAAccess) throws(DMAError) -> UnsafeMutableRawPointer? {
         let slot = slots[index]
-        guard UInt64(length) <= slot.end - iova else { return nil } // crosses into the next mapping: copy
+        guard UInt64(length) <= slot.last - iova + 1 else { return nil } // crosses into the next mapping: copy
         if access.contains(.read) && !slot.readable { throw .accessDenied(address: iova, write: false) }
         if access.contains(.write) {
             guard slot.writable else { throw .accessDenied(address: iova, write: true) }
