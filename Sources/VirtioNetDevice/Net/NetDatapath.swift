@@ -52,8 +52,12 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     let backend: NetBackend
     let transport: VirtioPCITransport
     weak var device: VirtioNetDevice?
-    private(set) var dma: DMASpace?
-    /// Pinned mappings for this thread's accesses (set once, at attach).
+    /// The device's DMA space and this thread's translation cache, set once by `attach`, which runs
+    /// on another thread after this one started: read under the lock (ThreadSanitizer caught the
+    /// unsynchronised version). The thread keeps its own copy of the cache, taken at each epoch.
+    private let attached = Locked<(dma: DMASpace, cache: DMATranslationCache)?>(nil)
+    private var dma: DMASpace? { attached.withLock { $0?.dma } }
+    /// Pinned mappings for this thread's accesses (the thread's copy of `attached`'s).
     private var cache: DMATranslationCache?
 
     private let wakeup: OwnedFileDescriptor
@@ -112,12 +116,12 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     }
 
     func attach(dma: DMASpace) {
-        self.dma = dma
-        cache = DMATranslationCache(dma: dma)
+        let cache = DMATranslationCache(dma: dma)
+        attached.withLock { $0 = (dma, cache) }
         // The kernel's DMA-unmap notifier: give back the pins on an unmapped range at the next safe point.
         dma.onUnmap { [weak self] _, _ in
             guard let self else { return }
-            cache?.requestRelease()
+            cache.requestRelease()
             try? wakeup.signalEventfd()
         }
     }
@@ -242,9 +246,11 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         cache?.releaseAll() // no rings in use: an unmap need not wait for us
         epoch = requested
         acknowledgedEpoch.store(requested, ordering: .sequentiallyConsistent)
-        guard let wanted, let dma else { return }
+        guard let wanted, let attachment = attached.withLock({ $0 }) else { return }
+        let dma = attachment.dma
+        cache = attachment.cache
         features = wanted
-        let memory = GuestMemory(dma: dma, cache: cache) { [unowned self] in epochChanged }
+        let memory = GuestMemory(dma: dma, cache: attachment.cache) { [unowned self] in epochChanged }
         self.memory = memory
         do throws(VirtqueueError) {
             rx = try queue(VirtioNetDevice.receiveQueue)
