@@ -192,8 +192,12 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             let done = waitForRelease.map { $0(released) } ?? waitForPins(pinned, shortDrained, milliseconds: 10_000)
             if !done {
                 let held = lock.withLock { pinned.first { $0.pins > 0 } }
-                // Those still pinned stay in the table, marked removing: no new access, no reuse.
-                lock.withLock { for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova)?.releaseMapping() } }
+                // Those still pinned stay in the table, marked removing: no new access, no reuse. A
+                // short pin names no mapping: while one taken before the unmap is out, all stay.
+                lock.withLock {
+                    guard shortDrained() else { return }
+                    for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova)?.releaseMapping() }
+                }
                 throw .pinsHeld(address: held?.iova ?? 0, pins: held?.pins ?? 0)
             }
         }

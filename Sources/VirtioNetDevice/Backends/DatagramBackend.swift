@@ -58,7 +58,9 @@ public final class DatagramBackend: NetBackend {
     /// A frame goes to the peer's socket, connected on first use: connected, a full peer queue
     /// reads as `.full` and polls as not writable until the peer takes frames (an unconnected
     /// datagram socket would poll writable all along). No peer (not there yet, or gone) drops the
-    /// frame, as an unplugged cable would; the next frame tries to connect again.
+    /// frame, as an unplugged cable would; the next frame tries to connect again. (A peer that was
+    /// replaced by a new socket on the same path gets its frames refused by the kernel until this
+    /// side sends one, finds the old peer gone and connects to the new.)
     public func send(_ frame: UnsafeRawBufferPointer) -> NetSendOutcome {
         if !connected.load(ordering: .relaxed) {
             var peer = self.peer
