@@ -188,7 +188,7 @@ struct DMATests {
         let top = UInt64.max - 0xFFF // the last page of the 64-bit space: iova + size is 2^64
         try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: top, size: 0x1000), fd: memory.fd.descriptor)
         let dma = server.device.dma
-        try dma.write(UInt64.max - 3, from: UnsafeRawBufferPointer(start: [UInt8(1), 2, 3, 4], count: 4))
+        try [UInt8(1), 2, 3, 4].withUnsafeBytes { try dma.write(UInt64.max - 3, from: $0) }
         #expect(memory.read(0xFFC, 4) == [1, 2, 3, 4])
         #expect(try dma.withPinned(top, length: 0x1000, access: .read) { $0.count } == 0x1000)
         #expect(throws: DMAError.self) { try dma.withPinned(top + 1, length: 0x1000, access: .read) { _ in 0 } }
