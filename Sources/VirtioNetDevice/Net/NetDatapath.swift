@@ -119,9 +119,10 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         let cache = DMATranslationCache(dma: dma)
         attached.withLock { $0 = (dma, cache) }
         // The kernel's DMA-unmap notifier: give back the pins on an unmapped range at the next safe point.
-        dma.onUnmap { [weak self] _, _ in
+        // Weak: the space keeps its observers, and the cache keeps the space.
+        dma.onUnmap { [weak self, weak cache] _, _ in
             guard let self else { return }
-            cache.requestRelease()
+            cache?.requestRelease()
             try? wakeup.signalEventfd()
         }
     }
