@@ -119,10 +119,12 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         let cache = DMATranslationCache(dma: dma)
         attached.withLock { $0 = (dma, cache) }
         // The kernel's DMA-unmap notifier: give back the pins on an unmapped range at the next safe point.
-        // Weak: the space keeps its observers, and the cache keeps the space.
-        dma.onUnmap { [weak self, weak cache] _, _ in
+        // Nothing but a weak self: the space keeps its observers and the cache keeps the space (a
+        // strong cache here is a cycle), and a weak reference to the cache would give it a side
+        // table, which sends every retain and release of it on the datapath down the slow path.
+        dma.onUnmap { [weak self] _, _ in
             guard let self else { return }
-            cache?.requestRelease()
+            attached.withLock { $0?.cache }?.requestRelease()
             try? wakeup.signalEventfd()
         }
     }
@@ -251,7 +253,10 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         let dma = attachment.dma
         cache = attachment.cache
         features = wanted
-        let memory = GuestMemory(dma: dma, cache: attachment.cache) { [unowned self] in epochChanged }
+        // unowned(unsafe): this memory lives in this thread's run loop, which runs inside a method of
+        // self, so self outlives it; a checked reference would retain and release self on every
+        // guest-memory access, through the slow path (self has weak references, so a side table).
+        let memory = GuestMemory(dma: dma, cache: attachment.cache) { [unowned(unsafe) self] in epochChanged }
         self.memory = memory
         do throws(VirtqueueError) {
             rx = try queue(VirtioNetDevice.receiveQueue)

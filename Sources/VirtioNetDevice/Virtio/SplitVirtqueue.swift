@@ -277,12 +277,15 @@ func max16(_ a: UInt16, _ b: UInt16) -> UInt16 { Int16(bitPattern: a &- b) >= 0 
 /// makes no further access, even in the middle of a chain.
 public struct GuestMemory: Sendable {
     public let dma: DMASpace
+    /// Keeps the cache alive; `cacheReference` calls it without a retain and release per access.
     let cache: DMATranslationCache?
+    private let cacheReference: Unmanaged<DMATranslationCache>?
     let stopRequested: @Sendable () -> Bool
 
     public init(dma: DMASpace, cache: DMATranslationCache? = nil, stopRequested: @escaping @Sendable () -> Bool = { false }) {
         self.dma = dma
         self.cache = cache
+        cacheReference = cache.map { .passUnretained($0) }
         self.stopRequested = stopRequested
     }
 
@@ -290,10 +293,14 @@ public struct GuestMemory: Sendable {
     /// message may take long). Pointer accesses are checked for a stop once per chain, in `check`.
     @inline(__always)
     private func host(_ address: UInt64, _ length: Int, _ access: DMAAccess) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
-        if let cache {
-            do {
-                if let p = try cache.host(address, length: length, access: access) { return p }
-            } catch { throw .memory(error) }
+        if let cacheReference {
+            let result = cacheReference._withUnsafeGuaranteedRef { cache in
+                Result { () throws(DMAError) in try cache.host(address, length: length, access: access) }
+            }
+            switch result {
+            case let .success(p): if let p { return p }
+            case let .failure(error): throw .memory(error)
+            }
         }
         if stopRequested() { throw .stopped }
         return nil
