@@ -61,37 +61,40 @@ public struct ConfigSpaceReport: Sendable {
 
     private mutating func walk() {
         if status & PCIConfig.statusCapabilityList != 0 {
-            var offset = Int(u8(PCIConfig.capabilityPointer) & 0xFC)
-            var seen = Set<Int>()
-            while offset != 0 {
-                guard offset >= PCIConfig.headerSize, offset + 2 <= min(bytes.count, ConfigSpace.conventionalSize) else {
-                    problems.append("capability pointer \(hexText(offset, digits: 2)) is outside the capability area")
-                    break
-                }
-                guard seen.insert(offset).inserted else {
-                    problems.append("the capability list loops at \(hexText(offset, digits: 2))")
-                    break
-                }
-                let id = u8(offset)
-                capabilities.append(standard(id: id, at: offset))
-                offset = Int(u8(offset + 1) & 0xFC)
+            follow("capability", from: Int(u8(PCIConfig.capabilityPointer) & 0xFC),
+                   within: PCIConfig.headerSize ..< min(bytes.count, ConfigSpace.conventionalSize), entrySize: 2, digits: 2,
+                   outside: "the capability area") { report, offset in
+                let id = report.u8(offset)
+                report.capabilities.append(report.standard(id: id, at: offset))
+                return Int(report.u8(offset + 1) & 0xFC)
             }
         }
         guard bytes.count > PCIConfig.extendedStart, u32(PCIConfig.extendedStart) != 0, u32(PCIConfig.extendedStart) != 0xFFFF_FFFF else { return }
-        var offset = PCIConfig.extendedStart
+        follow("extended capability", from: PCIConfig.extendedStart, within: PCIConfig.extendedStart ..< bytes.count,
+               entrySize: 4, digits: 3, outside: "config space") { report, offset in
+            let header = report.u32(offset)
+            report.capabilities.append(report.extended(id: UInt16(header & 0xFFFF), version: UInt8((header >> 16) & 0xF), at: offset))
+            return Int(header >> 20) & 0xFFC
+        }
+    }
+
+    /// Follows one capability list from `start` until a next pointer of 0. An entry must lie in
+    /// `area` (its `entrySize` bytes included) and not come round again; either fault ends the walk
+    /// with a problem. `visit` records the entry and returns the next offset.
+    private mutating func follow(_ list: String, from start: Int, within area: Range<Int>, entrySize: Int, digits: Int,
+                                 outside areaName: String, _ visit: (inout ConfigSpaceReport, Int) -> Int) {
+        var offset = start
         var seen = Set<Int>()
         while offset != 0 {
-            guard offset >= PCIConfig.extendedStart, offset + 4 <= bytes.count else {
-                problems.append("extended capability pointer \(hexText(offset, digits: 3)) is outside config space")
-                break
+            guard offset >= area.lowerBound, offset + entrySize <= area.upperBound else {
+                problems.append("\(list) pointer \(hexText(offset, digits: digits)) is outside \(areaName)")
+                return
             }
             guard seen.insert(offset).inserted else {
-                problems.append("the extended capability list loops at \(hexText(offset, digits: 3))")
-                break
+                problems.append("the \(list) list loops at \(hexText(offset, digits: digits))")
+                return
             }
-            let header = u32(offset)
-            capabilities.append(extended(id: UInt16(header & 0xFFFF), version: UInt8((header >> 16) & 0xF), at: offset))
-            offset = Int(header >> 20) & 0xFFC
+            offset = visit(&self, offset)
         }
     }
 
