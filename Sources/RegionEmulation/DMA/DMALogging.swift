@@ -35,7 +35,7 @@ extension DMASpace {
         }
         try lock.withLock { () throws(DMAError) in
             guard logging == nil else { throw .busy("dirty logging is on already") }
-            let ranges = sorted.isEmpty ? table.entries.map { DMARange(iova: $0.value.iova, length: $0.value.mapping.size) } : sorted
+            let ranges = sorted.isEmpty ? table.entries.map { DMARange(iova: $0.key, length: $0.value.mapping.size) } : sorted
             // Only writes from now on count.
             for range in ranges { _ = collectDirty(range.iova, size: range.length, pageSize: Self.pageSize, clear: true) }
             logging = DMALogging(pageSize: pageSize, ranges: ranges)

@@ -39,20 +39,18 @@ final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap 
 /// out of the table calls `releaseMapping()`.
 struct DMATableEntry {
     private let reference: Unmanaged<DMAMapping>
-    let iova: UInt64
-    /// The last address mapped (not the end: a mapping may reach 2^64).
+    /// The last address mapped (not the end: a mapping may reach 2^64). The first is the table's key.
     let last: UInt64
     /// The host address of `mapping.iova`; nil for a message-mode mapping.
     let host: UnsafeMutableRawPointer?
     /// The fault-guard slot of the memory (-1: none).
     let faultSlot: Int
     let flags: DMAMapFlags
-    /// Set with `mapping.removing`: no new access.
+    /// An unmap is under way (waiting for pins, or given up on them): no new access, no repeat map.
     var removing = false
 
     private init(_ mapping: DMAMapping) {
         reference = .passRetained(mapping)
-        iova = mapping.iova
         last = mapping.last
         host = mapping.memory.map { $0.base + mapping.memoryOffset }
         faultSlot = mapping.memory?.guardSlot ?? -1
@@ -64,12 +62,12 @@ struct DMATableEntry {
 
     var mapping: DMAMapping { reference.takeUnretainedValue() }
 
-    var isFaulted: Bool { faultSlot >= 0 && clinux_fault_guard_faults(faultSlot) > 0 }
+    var isFaulted: Bool { clinux_fault_guard_faults(faultSlot) > 0 } // slot -1 counts none
 }
 
 /// One DMA_MAP: an IOVA range, what the device may do with it, and how to reach it.
 /// Mutable fields are guarded by the owning `DMASpace`'s lock.
-public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `removing`, `dirty` under DMASpace.lock.
+public final class DMAMapping: @unchecked Sendable { // See above: `pins` under DMASpace.lock, `dirty` atomic.
     public let iova: UInt64
     public let size: UInt64
     public let flags: DMAMapFlags
@@ -81,7 +79,6 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins`, `remo
     let fileIdentity: FileIdentity?
 
     var pins = 0
-    var removing = false
     /// Pages written by the device since the bitmap was last cleared, one bit per `DMASpace.pageSize`
     /// page; set and cleared with atomic operations, so writers need no lock.
     let dirty: UnsafeMutablePointer<UInt64>

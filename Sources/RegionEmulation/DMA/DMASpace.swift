@@ -113,7 +113,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     private func duplicate(of request: DMAMapRequest, identity: DMAMapping.FileIdentity?) -> DMAMapping? {
         lock.withLock {
-            guard let existing = table[request.address]?.mapping, !existing.removing, existing.size == request.size,
+            guard let entry = table[request.address], !entry.removing, case let existing = entry.mapping, existing.size == request.size,
                   existing.flags == request.flags, existing.fileIdentity == identity,
                   identity == nil || existing.fileOffset == request.offset else { return nil }
             return existing
@@ -131,7 +131,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         if let below = table.floor(first)?.value, below.last >= first {
             throw .overlaps(address: first, size: last - first + 1)
         }
-        if let above = table.ceiling(first)?.value, above.iova <= last {
+        if let above = table.ceiling(first)?.key, above <= last {
             throw .overlaps(address: first, size: last - first + 1)
         }
     }
@@ -158,10 +158,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 }
                 return table.entries.map(\.value.mapping)
             }
-            guard let mapping = table[request.address]?.mapping, mapping.size == request.size, !mapping.removing else {
+            guard let entry = table[request.address], !entry.removing, entry.mapping.size == request.size else {
                 throw .noSuchMapping(address: request.address, size: request.size)
             }
-            return [mapping]
+            return [entry.mapping]
         }
         try remove(victims, waitForRelease: waitForRelease)
     }
@@ -175,10 +175,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     private func remove(_ victims: [DMAMapping], waitForRelease: ((_ released: () -> Bool) -> Bool)?) throws(DMAError) {
         guard !victims.isEmpty else { return }
         let (pinned, shortParity): ([DMAMapping], Int) = lock.withLock {
-            for mapping in victims {
-                mapping.removing = true
-                table.modify(mapping.iova) { $0.removing = true }
-            }
+            for mapping in victims { table.modify(mapping.iova) { $0.removing = true } }
             // Short pins taken from now on cannot be on a victim; wait for those taken before.
             let parity = shortEpoch & 1
             shortEpoch += 1
@@ -250,10 +247,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             var address = iova
             var remaining = UInt64(length)
             while remaining > 0 {
-                let entry = try lookupLocked(address, access: access)
+                let (start, entry) = try lookupLocked(address, access: access)
                 guard let host = entry.host else { throw .messageMode(address) }
                 let chunk = min(remaining, entry.last - address + 1)
-                segments.append(UnsafeMutableRawBufferPointer(start: host + Int(address - entry.iova), count: Int(chunk)))
+                segments.append(UnsafeMutableRawBufferPointer(start: host + Int(address - start), count: Int(chunk)))
                 mappings.append(entry.mapping)
                 address &+= chunk
                 remaining -= chunk
@@ -277,11 +274,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// marks what it writes (`PinnedMapping.markDirty`).
     public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
         try lock.withLock { () throws(DMAError) in
-            guard let mapping = table.floor(iova)?.value.mapping, iova - mapping.iova < mapping.size, !mapping.removing else {
-                throw .notMapped(iova)
-            }
-            guard !mapping.isMessageMode else { return nil }
-            guard !mapping.isFaulted else { throw .memoryGone(iova) }
+            guard let entry = table.floor(iova)?.value, iova <= entry.last, !entry.removing else { throw .notMapped(iova) }
+            guard entry.host != nil else { return nil } // message mode
+            guard !entry.isFaulted else { throw .memoryGone(iova) }
+            let mapping = entry.mapping
             mapping.pins += 1
             return PinnedMapping(pin: DMAPin(space: self, iova: mapping.iova, segments: [], mappings: [mapping]), mapping: mapping)
         }
@@ -300,11 +296,11 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     @usableFromInline
     func acquire(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> (parity: Int, host: UnsafeMutableRawPointer) {
         try lock.withLock { () throws(DMAError) in
-            let entry = try lookupLocked(iova, access: access)
+            let (start, entry) = try lookupLocked(iova, access: access)
             guard let host = entry.host else { throw .messageMode(iova) }
             guard UInt64(length) <= entry.last - iova + 1 else { throw .notMapped(entry.last &+ 1) }
             if access.contains(.write) { entry.mapping.markDirty(iova, length) }
-            return (takeShortPinLocked(), host + Int(iova - entry.iova))
+            return (takeShortPinLocked(), host + Int(iova - start))
         }
     }
 
@@ -329,20 +325,21 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             var wake = false
             for mapping in mappings {
                 mapping.pins -= 1
-                if mapping.removing && mapping.pins == 0 { wake = true }
+                wake = wake || mapping.pins == 0 // an unmap may be waiting for it
             }
             if wake { lock.broadcast() }
         }
     }
 
-    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> DMATableEntry {
-        guard let entry = table.floor(address)?.value, address <= entry.last, !entry.removing else {
+    /// The entry mapping `address` and its IOVA (the table's key).
+    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> (iova: UInt64, entry: DMATableEntry) {
+        guard let (iova, entry) = table.floor(address), address <= entry.last, !entry.removing else {
             throw .notMapped(address)
         }
         if access.contains(.read) && !entry.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
         if access.contains(.write) && !entry.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
         guard !entry.isFaulted else { throw .memoryGone(address) }
-        return entry
+        return (iova, entry)
     }
 
     /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
@@ -387,7 +384,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         while offset < count {
             let address = iova &+ UInt64(offset)
             let (mapping, chunk, parity): (DMAMapping, Int, Int) = try lock.withLock { () throws(DMAError) in
-                let entry = try lookupLocked(address, access: access)
+                let entry = try lookupLocked(address, access: access).entry
                 let chunk = Int(min(UInt64(count - offset), entry.last - address + 1))
                 guard entry.host != nil else { return (entry.mapping, chunk, -1) }
                 if access.contains(.write) { entry.mapping.markDirty(address, chunk) }
@@ -421,7 +418,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     public var mappings: [DMAMappingInfo] {
         lock.withLock {
             table.entries.map {
-                DMAMappingInfo(iova: $0.value.iova, size: $0.value.mapping.size, flags: $0.value.flags,
+                DMAMappingInfo(iova: $0.key, size: $0.value.mapping.size, flags: $0.value.flags,
                                hasFileDescriptor: $0.value.host != nil, pins: $0.value.mapping.pins)
             }
         }
