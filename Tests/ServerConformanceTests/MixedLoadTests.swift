@@ -170,7 +170,7 @@ struct MixedLoadTests {
                     let to = 1 - from
                     let frames = (0..<32).map { i -> [UInt8] in
                         sequence += 1
-                        return frame(to: macs[to], from: macs[from], length: 60 + (sequence * 97 + batch) % 1455, sequence: sequence)
+                        return TestFrame.make(to: macs[to], from: macs[from], length: 60 + (sequence * 97 + batch) % 1455, tag: sequence)
                     }
                     guard try drivers[from].transmit(frames) == frames.count else { throw NetFailure(message: "transmit ring full") }
                     // Both drivers take turns: with DMA by messages, the sender's device reads the
@@ -200,13 +200,6 @@ struct MixedLoadTests {
         }
     }
 
-    /// An Ethernet frame carrying its sequence number, then bytes derived from it.
-    static func frame(to destination: [UInt8], from source: [UInt8], length: Int, sequence: Int) -> [UInt8] {
-        var frame = destination + source + [0x88, 0xB5]
-        frame += withUnsafeBytes(of: UInt32(sequence).littleEndian) { Array($0) }
-        frame += (0..<(length - frame.count)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ sequence) }
-        return frame
-    }
 }
 
 /// A small deterministic generator (SplitMix64), so that a failing round can be replayed.

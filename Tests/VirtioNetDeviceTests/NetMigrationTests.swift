@@ -11,16 +11,12 @@ import Glibc
 
 @Suite("virtio-net migration")
 struct NetMigrationTests {
-    /// A frame whose payload starts with its sequence number.
+    /// A frame tagged with its sequence number.
     static func numbered(_ sequence: Int, length: Int = 100) -> [UInt8] {
-        var frame = NetTestBed.frame(length: length, seed: UInt8(truncatingIfNeeded: sequence))
-        frame.replaceSubrange(14..<18, with: withUnsafeBytes(of: UInt32(sequence).littleEndian) { Array($0) })
-        return frame
+        TestFrame.make(to: NetTestBed.mac, length: length, tag: sequence)
     }
 
-    static func sequence(of frame: [UInt8]) -> Int {
-        frame.count >= 18 ? Int(frame[14]) | Int(frame[15]) << 8 | Int(frame[16]) << 16 | Int(frame[17]) << 24 : -1
-    }
+    static func sequence(of frame: [UInt8]) -> Int { TestFrame.tag(of: frame) }
 
     /// Mid-traffic: frames the source sent, frames published but not yet taken (carried by the
     /// rings' positions), frames delivered but not yet collected, and a received frame waiting

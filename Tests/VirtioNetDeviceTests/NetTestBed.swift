@@ -52,10 +52,8 @@ final class NetTestBed {
         _ = frame.withUnsafeBytes { wire.send($0) }
     }
 
-    /// An Ethernet frame of `length` bytes to `destination` with a recognisable payload.
+    /// A `TestFrame` of `length` bytes to `destination`, tagged with `seed`.
     static func frame(to destination: [UInt8] = NetTestBed.mac, length: Int, seed: UInt8 = 1) -> [UInt8] {
-        var frame = destination + [0x02, 0, 0, 0, 0, 0x01] + [0x88, 0xB5]
-        frame += (0..<(length - 14)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
-        return frame
+        TestFrame.make(to: destination, length: length, tag: Int(seed))
     }
 }
