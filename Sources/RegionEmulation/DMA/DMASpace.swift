@@ -28,6 +28,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// Short pins (`withPinned`, copies) in flight, counted per space rather than per mapping so a
     /// lookup writes nothing but this: two counters, new pins go to `shortEpoch & 1`; an unmap flips
     /// the epoch once its mappings are marked removing and waits for the other counter to drain.
+    /// Short pins are short by contract: if an unmap gives up on one (10 s) and a later unmap flips
+    /// the epoch back, that later one does not wait for the pin it gave up on.
     var shortPins = (0, 0)
     var shortEpoch = 0
     /// DMA_LOGGING_START's page size and ranges while dirty logging is on (see DMALogging.swift).
