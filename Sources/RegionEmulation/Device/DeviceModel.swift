@@ -17,6 +17,7 @@ public enum ResetReason: Sendable, Equatable {
 /// BARs; config space, the MSI-X table and PBA, interrupts and DMA bookkeeping are done for it.
 /// Calls come from the session thread; a model with its own threads synchronises its state itself.
 public protocol DeviceModel: AnyObject, Sendable {
+    /// The model's one function, the same object for the model's whole life.
     var function: PCIFunction { get }
 
     /// A register read of `size` bytes (1, 2, 4 or 8, naturally aligned, at most the BAR's

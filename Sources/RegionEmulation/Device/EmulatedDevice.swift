@@ -11,11 +11,13 @@ public final class EmulatedDevice: Sendable {
     public let dma: DMASpace
     /// Present when the model can migrate.
     let migration: MigrationEngine?
-
-    public var function: PCIFunction { model.function }
+    /// The model's function, held here: every access reaches it, and asking the model (a protocol
+    /// witness returning a retained reference) would cost a retain and release each time.
+    public let function: PCIFunction
 
     public init(model: DeviceModel, maxDMAMappings: Int = DMASpace.defaultMaxMappings) {
         self.model = model
+        function = model.function
         dma = DMASpace(maxMappings: maxDMAMappings)
         migration = (model as? MigratableDevice).map(MigrationEngine.init)
         model.attach(dma: dma)
