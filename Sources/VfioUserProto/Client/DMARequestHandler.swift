@@ -48,7 +48,7 @@ extension VfioUserClient {
             header.reply(payloadSize: size - MessageHeader.size).encode(into: &reply)
             transfer.encode(into: &reply, layout: layout)
             reply.writeZeros(size - reply.count)
-            let failure = reply.bytes.withUnsafeMutableBytes { raw in
+            let failure = reply.withUnsafeMutableBytes { raw in
                 dmaHandler.read(transfer.address, UnsafeMutableRawBufferPointer(rebasing: raw[dataOffset ..< dataOffset + count]))
             }
             if let failure { return try replyError(to: header, failure) }

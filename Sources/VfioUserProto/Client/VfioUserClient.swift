@@ -68,8 +68,12 @@ public final class VfioUserClient {
         let size = messageSize ?? UInt32(MessageHeader.size + payload.count)
         MessageHeader(id: id, command: command, messageSize: size, flags: noReply ? .noReply : .command).encode(into: &outgoing)
         outgoing.write(payload)
-        traceMessage(.toServer, outgoing.bytes, fdCount: fds.count)
-        do { try sender.send(outgoing.bytes, fds: fds) } catch { throw .transport(error) }
+        let failure = outgoing.withUnsafeBytes { bytes -> TransportError? in
+            traceMessage(.toServer, bytes, fdCount: fds.count)
+            do throws(TransportError) { try sender.send(bytes, fds: fds) } catch { return error }
+            return nil
+        }
+        if let failure { throw .transport(failure) }
         return id
     }
 
@@ -130,12 +134,10 @@ public final class VfioUserClient {
         return message
     }
 
-    private func traceMessage(_ direction: MessageTrace.Direction, _ bytes: [UInt8], fdCount: Int) {
+    private func traceMessage(_ direction: MessageTrace.Direction, _ bytes: UnsafeRawBufferPointer, fdCount: Int) {
         guard let trace else { return }
-        bytes.withUnsafeBytes { raw in
-            var reader = ByteReader(raw)
-            guard let header = try? MessageHeader(decoding: &reader) else { return }
-            trace(MessageTrace.line(direction: direction, header: header, payload: reader.rest(), fdCount: fdCount, dmaLayout: dmaLayout))
-        }
+        var reader = ByteReader(bytes)
+        guard let header = try? MessageHeader(decoding: &reader) else { return }
+        trace(MessageTrace.line(direction: direction, header: header, payload: reader.rest(), fdCount: fdCount, dmaLayout: dmaLayout))
     }
 }

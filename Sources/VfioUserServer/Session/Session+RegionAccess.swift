@@ -17,21 +17,21 @@ extension Session {
         access.encode(into: &reply)
         let start = reply.count
         reply.writeZeros(count)
-        try reply.bytes.withUnsafeMutableBytes { raw in
+        try reply.withUnsafeMutableBytes { raw throws(RegionError) in
             try device.read(access.region, offset: access.offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]))
         }
     }
 
     /// REGION_WRITE: the data must be exactly `count` bytes (libvfio-user's rule). QEMU posts memory-BAR
     /// writes with NO_REPLY; a reply, when wanted, echoes the fixed part without the data.
-    func handleRegionWrite(_ payload: UnsafeRawBufferPointer) throws {
+    func handleRegionWrite(_ payload: UnsafeRawBufferPointer, replying: Bool) throws {
         var reader = ByteReader(payload)
         let access = try RegionAccess(decoding: &reader)
         guard Int(access.count) == reader.remaining else {
             throw SessionError.malformed("REGION_WRITE count \(access.count) but \(reader.remaining) data bytes")
         }
         try device.write(access.region, offset: access.offset, data: reader.rest())
-        access.encode(into: &reply)
+        if replying { access.encode(into: &reply) }
     }
 
     /// REGION_WRITE_MULTI (15): up to 200 small writes in one (posted) message, applied in order.

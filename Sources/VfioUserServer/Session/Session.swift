@@ -104,9 +104,12 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
             dmaChannel.deliver(header, payload)
             return
         }
+        // A posted command's reply is never sent: no header placeholder, and the hot handlers skip
+        // their payload (the rest write one that is dropped).
+        let replying = !header.flags.contains(.noReply)
         reply.reset()
-        reply.writeZeros(MessageHeader.size)
-        replyFDs.removeAll(keepingCapacity: true)
+        if replying { reply.writeZeros(MessageHeader.size) }
+        if !replyFDs.isEmpty { replyFDs.removeAll(keepingCapacity: true) }
         do {
             guard header.flags.isCommand else { throw SessionError.malformed("message type \(header.flags.type) is neither command nor reply") }
             guard header.flags.rawValue & ~MessageFlags.known == 0 else {
@@ -119,30 +122,31 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
             guard fds.count <= configuration.maxMessageFDs else {
                 throw SessionError.malformed("\(fds.count) fds exceed max_msg_fds \(configuration.maxMessageFDs)")
             }
-            try dispatch(header, payload, &fds)
+            try dispatch(header, payload, &fds, replying: replying)
         } catch {
             fds.removeAll() // close them before the client hears back
             respondWithError(header, error)
             return
         }
         // Handlers kept (retained) the fds they use; the rest close here, before the reply.
-        fds.removeAll()
-        guard !header.flags.contains(.noReply) else { return }
+        if !fds.isEmpty { fds.removeAll() }
+        guard replying else { return }
         let size = UInt32(reply.count)
         reply.patch(header.id, at: 0)
         reply.patch(header.command.rawValue, at: 2)
         reply.patch(size, at: 4)
         reply.patch(MessageFlags.reply.rawValue, at: 8)
         reply.patch(UInt32(0), at: 12)
-        send(reply.bytes, fds: replyFDs)
+        reply.withUnsafeBytes { send($0, fds: replyFDs) }
     }
 
-    private func dispatch(_ header: MessageHeader, _ payload: UnsafeRawBufferPointer, _ fds: inout [OwnedFileDescriptor]) throws {
+    private func dispatch(_ header: MessageHeader, _ payload: UnsafeRawBufferPointer, _ fds: inout [OwnedFileDescriptor],
+                          replying: Bool) throws {
         // The hot commands first.
         switch header.command {
         case .regionWrite where negotiated:
             try requireNoFDs(fds)
-            return try handleRegionWrite(payload)
+            return try handleRegionWrite(payload, replying: replying)
         case .regionRead where negotiated:
             try requireNoFDs(fds)
             return try handleRegionRead(payload)
@@ -196,19 +200,16 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         if configuration.trace || errno != .invalidArgument || header.command == .version {
             ServerLog.info("\(name): \(header.command) #\(header.id) → \(errno.name): \(error)")
         }
-        var writer = ByteWriter(reusing: reply.bytes)
-        header.errorReply(errno: UInt32(errno.rawValue)).encode(into: &writer)
-        send(writer.bytes, fds: [])
-        reply = writer
+        reply.reset()
+        header.errorReply(errno: UInt32(errno.rawValue)).encode(into: &reply)
+        reply.withUnsafeBytes { send($0, fds: []) }
     }
 
-    func send(_ bytes: [UInt8], fds: [FileDescriptor]) {
+    func send(_ bytes: UnsafeRawBufferPointer, fds: [FileDescriptor]) {
         if configuration.trace {
-            bytes.withUnsafeBytes { raw in
-                var reader = ByteReader(raw)
-                if let header = try? MessageHeader(decoding: &reader) {
-                    trace(.fromServer, header, reader.rest(), fdCount: fds.count)
-                }
+            var reader = ByteReader(bytes)
+            if let header = try? MessageHeader(decoding: &reader) {
+                trace(.fromServer, header, reader.rest(), fdCount: fds.count)
             }
         }
         do {

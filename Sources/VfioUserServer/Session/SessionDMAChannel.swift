@@ -137,7 +137,7 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         if let data { writer.write(data) }
         writer.writeZeros(padding)
         do {
-            try sender.send(writer.bytes)
+            try writer.withUnsafeBytes { bytes throws(TransportError) in try sender.send(bytes) }
         } catch {
             _ = lock.withLock { pending.removeValue(forKey: id) }
             throw .channel(error.errno, "\(error)")
