@@ -84,6 +84,7 @@ public struct MigrationDriver {
         self.usePreCopy = usePreCopy
     }
 
+    @discardableResult
     public func migrate(from source: VfioUserClient, to destination: VfioUserClient) throws(ClientError) -> Report {
         var report = Report()
         let capabilities = try source.migrationCapabilities()
