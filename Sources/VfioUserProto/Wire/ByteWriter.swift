@@ -47,6 +47,7 @@ public struct ByteWriter {
     /// Room for `size` more bytes, owned by this writer alone; returns where they start.
     @inlinable @inline(__always)
     mutating func append(_ size: Int) -> UnsafeMutableRawPointer {
+        precondition(size >= 0, "a negative byte count")
         if _slowPath(!isKnownUniquelyReferenced(&storage) || storage.capacity - count < size) { makeUnique(adding: size) }
         let at = storage.base + written
         written += size
@@ -82,6 +83,7 @@ public struct ByteWriter {
 
     @inlinable
     public mutating func writeZeros(_ count: Int) {
+        guard count > 0 else { return }
         append(count).initializeMemory(as: UInt8.self, repeating: 0, count: count)
     }
 
@@ -89,7 +91,7 @@ public struct ByteWriter {
     @inlinable
     public mutating func patch<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count, "patch outside the bytes written")
-        _ = append(0)
+        _ = append(0) // unshares the memory (copy on write) before writing into it
         storage.base.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
     }
 
