@@ -242,7 +242,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// (several when it spans adjacent mappings). Writes mark the range dirty.
     public func pin(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> DMAPin {
         guard length > 0 else { return DMAPin(space: self, iova: iova, segments: [], mappings: []) }
-        guard UInt64(length - 1) <= UInt64.max - iova else { throw .notMapped(0) } // wraps past 2^64
+        guard !Self.wraps(iova, length) else { throw .notMapped(0) }
         return try lock.withLock { () throws(DMAError) in
             var segments: [UnsafeMutableRawBufferPointer] = []
             var mappings: [DMAMapping] = []
@@ -333,6 +333,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         }
     }
 
+    /// `count` bytes from `iova` would wrap past 2^64 (a guest's descriptor may say so): they reach nothing.
+    static func wraps(_ iova: UInt64, _ count: Int) -> Bool { count > 0 && UInt64(count - 1) > UInt64.max - iova }
+
     /// The entry mapping `address` and its IOVA (the table's key).
     private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> (iova: UInt64, entry: DMATableEntry) {
         guard let (iova, entry) = table.floor(address), address <= entry.last, !entry.removing else {
@@ -347,7 +350,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
     /// messages (split by the client's `max_data_xfer_size`) from fd-less ones.
     public func read(_ iova: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        try copy(iova, count: buffer.count, access: .read) { (offset, mapping, host, count) throws(DMAError) in
+        try copy(iova, count: buffer.count, access: .read) { (offset, host, count) throws(DMAError) in
             let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[offset ..< offset + count])
             if let host {
                 piece.copyMemory(from: UnsafeRawBufferPointer(start: host, count: count))
@@ -359,7 +362,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     /// Copies `data` into client memory at `iova` (and marks the pages dirty).
     public func write(_ iova: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
-        try copy(iova, count: data.count, access: .write) { (offset, mapping, host, count) throws(DMAError) in
+        try copy(iova, count: data.count, access: .write) { (offset, host, count) throws(DMAError) in
             let piece = UnsafeRawBufferPointer(rebasing: data[offset ..< offset + count])
             if let host {
                 host.copyMemory(from: piece.baseAddress!, byteCount: count)
@@ -379,35 +382,34 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// Walks the mappings under `[iova, iova + count)`, pinning each piece of an mmapped one for the
     /// duration of `body` so that an unmap cannot pull the memory away mid-copy.
     private func copy(_ iova: UInt64, count: Int, access: DMAAccess,
-                      _ body: (Int, DMAMapping, UnsafeMutableRawPointer?, Int) throws(DMAError) -> Void) throws(DMAError) {
-        // A range that wraps past 2^64 (a guest's descriptor may say so) reaches nothing.
-        guard count == 0 || UInt64(count - 1) <= UInt64.max - iova else { throw .notMapped(0) }
+                      _ body: (Int, UnsafeMutableRawPointer?, Int) throws(DMAError) -> Void) throws(DMAError) {
+        guard !Self.wraps(iova, count) else { throw .notMapped(0) }
         var offset = 0
         while offset < count {
             let address = iova &+ UInt64(offset)
-            let (mapping, chunk, parity): (DMAMapping, Int, Int) = try lock.withLock { () throws(DMAError) in
-                let entry = try lookupLocked(address, access: access).entry
+            let (mapping, chunk, host, parity) = try lock.withLock { () throws(DMAError) in
+                let (start, entry) = try lookupLocked(address, access: access)
                 let chunk = Int(min(UInt64(count - offset), entry.last - address + 1))
-                guard entry.host != nil else { return (entry.mapping, chunk, -1) }
+                guard let host = entry.host else { return (entry.mapping, chunk, nil as UnsafeMutableRawPointer?, -1) }
                 if access.contains(.write) { entry.mapping.markDirty(address, chunk) }
-                return (entry.mapping, chunk, takeShortPinLocked())
+                return (entry.mapping, chunk, host + Int(address - start), takeShortPinLocked())
             }
-            if mapping.isMessageMode {
+            if let host {
+                defer { releaseShort(parity) }
+                try body(offset, host, chunk)
+                // The copy itself cannot fail; a page that vanished under it was read as zeros.
+                guard !mapping.isFaulted else { throw .memoryGone(address) }
+            } else {
                 let maxTransfer = try messageChannel().maxTransferSize
                 var done = 0
                 while done < chunk {
                     let piece = min(chunk - done, maxTransfer)
-                    try body(offset + done, mapping, nil, piece)
+                    try body(offset + done, nil, piece)
                     done += piece
                 }
                 if access.contains(.write) {
                     mapping.markDirty(address, chunk)
                 }
-            } else {
-                defer { releaseShort(parity) }
-                try body(offset, mapping, mapping.hostAddress(address), chunk)
-                // The copy itself cannot fail; a page that vanished under it was read as zeros.
-                guard !mapping.isFaulted else { throw .memoryGone(address) }
             }
             offset += chunk
         }
