@@ -29,7 +29,6 @@ struct DMABenchmark: ParsableCommand {
     @Option(help: "Rounds per figure; the median is printed.")
     var rounds: Int = 9
 
-
     static let base: UInt64 = 0x1_0000_0000
 
     static func slot(_ i: Int, extra: Bool = false) -> DMAMapRequest {

@@ -37,7 +37,6 @@ struct MessagesBenchmark: ParsableCommand {
     @Option(help: "Posted writes per system call.")
     var batch: Int = 64
 
-
     static let percentilePoints: [Double] = [50, 90, 99, 99.9]
 
     func run() throws {

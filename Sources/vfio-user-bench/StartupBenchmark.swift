@@ -26,7 +26,6 @@ struct StartupBenchmark: ParsableCommand {
     @Option(help: "Extra instances for the per-instance memory figure.")
     var instances: Int = 20
 
-
     func run() throws {
         pinToCPU(common.cpu)
         let vfuBench = try vfuBenchBinary(common.vfuBench)
