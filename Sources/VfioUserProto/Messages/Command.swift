@@ -1,28 +1,32 @@
 /// The command field of the header (spec "Commands"). A struct rather than an enum so that an unknown
 /// number from a client is still representable (and answered with EINVAL).
+///
+/// The named values here and in the other message types are inlinable computed properties: a
+/// stored `static let` is a lazily initialised global that other modules reach through a call on
+/// every use, on the hot path too; these fold to constants where they are used.
 public struct Command: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt16
-    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
 
-    public static let version = Command(rawValue: 1)
-    public static let dmaMap = Command(rawValue: 2)
-    public static let dmaUnmap = Command(rawValue: 3)
-    public static let deviceGetInfo = Command(rawValue: 4)
-    public static let deviceGetRegionInfo = Command(rawValue: 5)
-    public static let deviceGetRegionIOFDs = Command(rawValue: 6)
-    public static let deviceGetIRQInfo = Command(rawValue: 7)
-    public static let deviceSetIRQs = Command(rawValue: 8)
-    public static let regionRead = Command(rawValue: 9)
-    public static let regionWrite = Command(rawValue: 10)
-    public static let dmaRead = Command(rawValue: 11)
-    public static let dmaWrite = Command(rawValue: 12)
-    public static let deviceReset = Command(rawValue: 13)
+    @inlinable public static var version: Command { Command(rawValue: 1) }
+    @inlinable public static var dmaMap: Command { Command(rawValue: 2) }
+    @inlinable public static var dmaUnmap: Command { Command(rawValue: 3) }
+    @inlinable public static var deviceGetInfo: Command { Command(rawValue: 4) }
+    @inlinable public static var deviceGetRegionInfo: Command { Command(rawValue: 5) }
+    @inlinable public static var deviceGetRegionIOFDs: Command { Command(rawValue: 6) }
+    @inlinable public static var deviceGetIRQInfo: Command { Command(rawValue: 7) }
+    @inlinable public static var deviceSetIRQs: Command { Command(rawValue: 8) }
+    @inlinable public static var regionRead: Command { Command(rawValue: 9) }
+    @inlinable public static var regionWrite: Command { Command(rawValue: 10) }
+    @inlinable public static var dmaRead: Command { Command(rawValue: 11) }
+    @inlinable public static var dmaWrite: Command { Command(rawValue: 12) }
+    @inlinable public static var deviceReset: Command { Command(rawValue: 13) }
     /// Migration v1's dirty-page command: still in QEMU's enum, gone from the spec.
-    public static let dirtyPages = Command(rawValue: 14)
-    public static let regionWriteMulti = Command(rawValue: 15)
-    public static let deviceFeature = Command(rawValue: 16)
-    public static let migDataRead = Command(rawValue: 17)
-    public static let migDataWrite = Command(rawValue: 18)
+    @inlinable public static var dirtyPages: Command { Command(rawValue: 14) }
+    @inlinable public static var regionWriteMulti: Command { Command(rawValue: 15) }
+    @inlinable public static var deviceFeature: Command { Command(rawValue: 16) }
+    @inlinable public static var migDataRead: Command { Command(rawValue: 17) }
+    @inlinable public static var migDataWrite: Command { Command(rawValue: 18) }
 
     public var name: String {
         switch self {

@@ -38,9 +38,9 @@ public struct DMAMapRequest: Equatable, Sendable {
 /// (`VFIO_DMA_MAP_FLAG_READ`/`WRITE` in <linux/vfio.h>).
 public struct DMAMapFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let read = DMAMapFlags(rawValue: 1 << 0)
-    public static let write = DMAMapFlags(rawValue: 1 << 1)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var read: DMAMapFlags { DMAMapFlags(rawValue: 1 << 0) }
+    @inlinable public static var write: DMAMapFlags { DMAMapFlags(rawValue: 1 << 1) }
     public static let known: DMAMapFlags = [.read, .write]
 }
 
@@ -79,9 +79,9 @@ public struct DMAUnmapRequest: Equatable, Sendable {
 /// section spans the whole address space, and libvfio-user also knows the v1 dirty-bitmap flag.
 public struct DMAUnmapFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let getDirtyBitmap = DMAUnmapFlags(rawValue: 1 << 0)
-    public static let all = DMAUnmapFlags(rawValue: 1 << 1)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var getDirtyBitmap: DMAUnmapFlags { DMAUnmapFlags(rawValue: 1 << 0) }
+    @inlinable public static var all: DMAUnmapFlags { DMAUnmapFlags(rawValue: 1 << 1) }
 }
 
 /// The fixed part of DMA_READ / DMA_WRITE, sent by the server to reach client memory that has no fd.

@@ -29,7 +29,7 @@ public struct DeviceFeature: Equatable, Sendable {
 /// The flags word of DEVICE_FEATURE: a feature index and the operations asked for.
 public struct DeviceFeatureFlags: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     public static let getBit: UInt32 = 1 << 16
     public static let setBit: UInt32 = 1 << 17
@@ -59,13 +59,13 @@ public struct DeviceFeatureFlags: RawRepresentable, Hashable, Sendable, CustomSt
 /// `VFIO_DEVICE_FEATURE_*` indexes vfio-user uses.
 public struct DeviceFeatureIndex: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt16
-    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
 
-    public static let migration = DeviceFeatureIndex(rawValue: 1)
-    public static let migDeviceState = DeviceFeatureIndex(rawValue: 2)
-    public static let dmaLoggingStart = DeviceFeatureIndex(rawValue: 6)
-    public static let dmaLoggingStop = DeviceFeatureIndex(rawValue: 7)
-    public static let dmaLoggingReport = DeviceFeatureIndex(rawValue: 8)
+    @inlinable public static var migration: DeviceFeatureIndex { DeviceFeatureIndex(rawValue: 1) }
+    @inlinable public static var migDeviceState: DeviceFeatureIndex { DeviceFeatureIndex(rawValue: 2) }
+    @inlinable public static var dmaLoggingStart: DeviceFeatureIndex { DeviceFeatureIndex(rawValue: 6) }
+    @inlinable public static var dmaLoggingStop: DeviceFeatureIndex { DeviceFeatureIndex(rawValue: 7) }
+    @inlinable public static var dmaLoggingReport: DeviceFeatureIndex { DeviceFeatureIndex(rawValue: 8) }
 
     public var description: String {
         switch self {

@@ -32,7 +32,7 @@ public struct DeviceInfo: Equatable, Sendable {
 /// `VFIO_DEVICE_FLAGS_*`: QEMU refuses a device without PCI, and sends DEVICE_RESET only with RESET.
 public struct DeviceFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let reset = DeviceFlags(rawValue: 1 << 0)
-    public static let pci = DeviceFlags(rawValue: 1 << 1)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var reset: DeviceFlags { DeviceFlags(rawValue: 1 << 0) }
+    @inlinable public static var pci: DeviceFlags { DeviceFlags(rawValue: 1 << 1) }
 }

@@ -56,16 +56,16 @@ public struct MessageHeader: Equatable, Sendable {
 /// The header's flags word.
 public struct MessageFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Type 0: a request.
     public static let command: MessageFlags = []
     /// Type 1: a reply.
-    public static let reply = MessageFlags(rawValue: 1)
+    @inlinable public static var reply: MessageFlags { MessageFlags(rawValue: 1) }
     /// The request must not be answered, not even with an error.
-    public static let noReply = MessageFlags(rawValue: 0x10)
+    @inlinable public static var noReply: MessageFlags { MessageFlags(rawValue: 0x10) }
     /// The reply carries an errno.
-    public static let error = MessageFlags(rawValue: 0x20)
+    @inlinable public static var error: MessageFlags { MessageFlags(rawValue: 0x20) }
 
     public static let typeMask: UInt32 = 0xF
     public static let known: UInt32 = typeMask | 0x10 | 0x20

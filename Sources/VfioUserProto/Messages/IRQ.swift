@@ -32,13 +32,13 @@ public struct IRQInfo: Equatable, Sendable {
 /// `VFIO_IRQ_INFO_*`.
 public struct IRQInfoFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let eventfd = IRQInfoFlags(rawValue: 1 << 0)
-    public static let maskable = IRQInfoFlags(rawValue: 1 << 1)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var eventfd: IRQInfoFlags { IRQInfoFlags(rawValue: 1 << 0) }
+    @inlinable public static var maskable: IRQInfoFlags { IRQInfoFlags(rawValue: 1 << 1) }
     /// The client must UNMASK after each interrupt (INTx).
-    public static let automasked = IRQInfoFlags(rawValue: 1 << 2)
+    @inlinable public static var automasked: IRQInfoFlags { IRQInfoFlags(rawValue: 1 << 2) }
     /// Vectors are set up as one set; growing means disabling and re-enabling.
-    public static let noResize = IRQInfoFlags(rawValue: 1 << 3)
+    @inlinable public static var noResize: IRQInfoFlags { IRQInfoFlags(rawValue: 1 << 3) }
 }
 
 /// DEVICE_SET_IRQS request (`struct vfio_irq_set`): 20 bytes, then `count` booleans with DATA_BOOL.
@@ -85,13 +85,13 @@ public struct SetIRQs: Equatable, Sendable {
 /// `VFIO_IRQ_SET_*`: exactly one DATA bit and one ACTION bit.
 public struct SetIRQsFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let dataNone = SetIRQsFlags(rawValue: 1 << 0)
-    public static let dataBool = SetIRQsFlags(rawValue: 1 << 1)
-    public static let dataEventfd = SetIRQsFlags(rawValue: 1 << 2)
-    public static let actionMask = SetIRQsFlags(rawValue: 1 << 3)
-    public static let actionUnmask = SetIRQsFlags(rawValue: 1 << 4)
-    public static let actionTrigger = SetIRQsFlags(rawValue: 1 << 5)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var dataNone: SetIRQsFlags { SetIRQsFlags(rawValue: 1 << 0) }
+    @inlinable public static var dataBool: SetIRQsFlags { SetIRQsFlags(rawValue: 1 << 1) }
+    @inlinable public static var dataEventfd: SetIRQsFlags { SetIRQsFlags(rawValue: 1 << 2) }
+    @inlinable public static var actionMask: SetIRQsFlags { SetIRQsFlags(rawValue: 1 << 3) }
+    @inlinable public static var actionUnmask: SetIRQsFlags { SetIRQsFlags(rawValue: 1 << 4) }
+    @inlinable public static var actionTrigger: SetIRQsFlags { SetIRQsFlags(rawValue: 1 << 5) }
 
     public static let dataTypes: SetIRQsFlags = [.dataNone, .dataBool, .dataEventfd]
     public static let actions: SetIRQsFlags = [.actionMask, .actionUnmask, .actionTrigger]

@@ -2,17 +2,17 @@
 /// 7 config space, 8 VGA, 9 and up device-specific regions.
 public struct RegionIndex: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let bar0 = RegionIndex(rawValue: 0)
-    public static let bar1 = RegionIndex(rawValue: 1)
-    public static let bar2 = RegionIndex(rawValue: 2)
-    public static let bar3 = RegionIndex(rawValue: 3)
-    public static let bar4 = RegionIndex(rawValue: 4)
-    public static let bar5 = RegionIndex(rawValue: 5)
-    public static let rom = RegionIndex(rawValue: 6)
-    public static let config = RegionIndex(rawValue: 7)
-    public static let vga = RegionIndex(rawValue: 8)
+    @inlinable public static var bar0: RegionIndex { RegionIndex(rawValue: 0) }
+    @inlinable public static var bar1: RegionIndex { RegionIndex(rawValue: 1) }
+    @inlinable public static var bar2: RegionIndex { RegionIndex(rawValue: 2) }
+    @inlinable public static var bar3: RegionIndex { RegionIndex(rawValue: 3) }
+    @inlinable public static var bar4: RegionIndex { RegionIndex(rawValue: 4) }
+    @inlinable public static var bar5: RegionIndex { RegionIndex(rawValue: 5) }
+    @inlinable public static var rom: RegionIndex { RegionIndex(rawValue: 6) }
+    @inlinable public static var config: RegionIndex { RegionIndex(rawValue: 7) }
+    @inlinable public static var vga: RegionIndex { RegionIndex(rawValue: 8) }
     /// `VFIO_PCI_NUM_REGIONS`: the standard PCI regions every device reports.
     public static let pciRegionCount: UInt32 = 9
 
@@ -46,15 +46,15 @@ public struct RegionIndex: RawRepresentable, Hashable, Comparable, Sendable, Cus
 /// An interrupt index (`VFIO_PCI_*_IRQ_INDEX`).
 public struct IRQIndex: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let intx = IRQIndex(rawValue: 0)
-    public static let msi = IRQIndex(rawValue: 1)
-    public static let msix = IRQIndex(rawValue: 2)
+    @inlinable public static var intx: IRQIndex { IRQIndex(rawValue: 0) }
+    @inlinable public static var msi: IRQIndex { IRQIndex(rawValue: 1) }
+    @inlinable public static var msix: IRQIndex { IRQIndex(rawValue: 2) }
     /// AER error notification: QEMU stops the VM when it fires.
-    public static let err = IRQIndex(rawValue: 3)
+    @inlinable public static var err: IRQIndex { IRQIndex(rawValue: 3) }
     /// Device release request: the server asks the client to let go of the device.
-    public static let req = IRQIndex(rawValue: 4)
+    @inlinable public static var req: IRQIndex { IRQIndex(rawValue: 4) }
     /// `VFIO_PCI_NUM_IRQS`.
     public static let count: UInt32 = 5
     public static let all: [IRQIndex] = [.intx, .msi, .msix, .err, .req]

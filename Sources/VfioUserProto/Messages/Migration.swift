@@ -37,11 +37,11 @@ public enum MigrationState: UInt32, Sendable, CaseIterable, CustomStringConverti
 /// The GET reply of DEVICE_FEATURE MIGRATION: `VFIO_MIGRATION_*`.
 public struct MigrationCapabilities: OptionSet, Sendable, Hashable {
     public let rawValue: UInt64
-    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
 
-    public static let stopCopy = MigrationCapabilities(rawValue: 1 << 0)
-    public static let p2p = MigrationCapabilities(rawValue: 1 << 1)
-    public static let preCopy = MigrationCapabilities(rawValue: 1 << 2)
+    @inlinable public static var stopCopy: MigrationCapabilities { MigrationCapabilities(rawValue: 1 << 0) }
+    @inlinable public static var p2p: MigrationCapabilities { MigrationCapabilities(rawValue: 1 << 1) }
+    @inlinable public static var preCopy: MigrationCapabilities { MigrationCapabilities(rawValue: 1 << 2) }
 }
 
 /// DEVICE_FEATURE MIG_DEVICE_STATE data: device_state u32, data_fd u32. vfio-user carries the

@@ -77,11 +77,11 @@ public struct RegionInfo: Equatable, Sendable {
 /// `VFIO_REGION_INFO_FLAG_*`.
 public struct RegionInfoFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let read = RegionInfoFlags(rawValue: 1 << 0)
-    public static let write = RegionInfoFlags(rawValue: 1 << 1)
-    public static let mmap = RegionInfoFlags(rawValue: 1 << 2)
-    public static let caps = RegionInfoFlags(rawValue: 1 << 3)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var read: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 0) }
+    @inlinable public static var write: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 1) }
+    @inlinable public static var mmap: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 2) }
+    @inlinable public static var caps: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 3) }
 }
 
 /// One area of a sparse-mmap capability, relative to the region's `offset`.

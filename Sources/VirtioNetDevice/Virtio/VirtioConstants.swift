@@ -1,7 +1,7 @@
 /// Feature bits (virtio 1.x §6 and §5.1.3), as a 64-bit set.
 public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt64
-    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
     static func bit(_ n: UInt64) -> VirtioFeatures { VirtioFeatures(rawValue: 1 << n) }
 
     // Device-independent.
@@ -54,13 +54,13 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvert
 /// The device status byte (virtio 1.x §2.1).
 public struct VirtioStatus: OptionSet, Hashable, Sendable {
     public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-    public static let acknowledge = VirtioStatus(rawValue: 1)
-    public static let driver = VirtioStatus(rawValue: 2)
-    public static let driverOK = VirtioStatus(rawValue: 4)
-    public static let featuresOK = VirtioStatus(rawValue: 8)
-    public static let needsReset = VirtioStatus(rawValue: 0x40)
-    public static let failed = VirtioStatus(rawValue: 0x80)
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+    @inlinable public static var acknowledge: VirtioStatus { VirtioStatus(rawValue: 1) }
+    @inlinable public static var driver: VirtioStatus { VirtioStatus(rawValue: 2) }
+    @inlinable public static var driverOK: VirtioStatus { VirtioStatus(rawValue: 4) }
+    @inlinable public static var featuresOK: VirtioStatus { VirtioStatus(rawValue: 8) }
+    @inlinable public static var needsReset: VirtioStatus { VirtioStatus(rawValue: 0x40) }
+    @inlinable public static var failed: VirtioStatus { VirtioStatus(rawValue: 0x80) }
 }
 
 /// `cfg_type` of a virtio PCI capability (virtio 1.x §4.1.4).
