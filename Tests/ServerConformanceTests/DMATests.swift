@@ -209,6 +209,36 @@ struct DMATests {
         try client.dmaUnmap(DMAUnmapRequest(address: top, size: 0x1000))
     }
 
+    /// A device thread's translation cache pins at most eight mappings, the oldest going first;
+    /// its pointers reach the client's memory, and writes through it are marked dirty, again after
+    /// a report clears them.
+    @Test func theTranslationCachePinsEightMappingsAtMostOldestOutFirst() throws {
+        let (server, client, memory) = try setUp()
+        for i in 0..<9 { // 4 KiB each, 8 KiB apart in IOVA, packed in the file
+            try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: UInt64(i) * 0x1000, address: Self.iova + UInt64(i) * 0x2000,
+                                            size: 0x1000), fd: memory.fd.descriptor)
+        }
+        let dma = server.device.dma
+        let cache = DMATranslationCache(dma: dma)
+        defer { cache.releaseAll() }
+        for i in 0..<9 {
+            let host = try #require(try cache.host(Self.iova + UInt64(i) * 0x2000 + 0x10, length: 1, access: .write))
+            host.storeBytes(of: UInt8(i + 1), as: UInt8.self)
+            #expect(memory.read(i * 0x1000 + 0x10, 1) == [UInt8(i + 1)])
+        }
+        let oldestOut = [0] + Array(repeating: 1, count: 8)
+        #expect(dma.mappings.map(\.pins) == oldestOut)
+        // A hit pins nothing more; a range running out of its mapping is left to the copy path.
+        #expect(try cache.host(Self.iova + 0x2000, length: 0x1000, access: .read) != nil)
+        #expect(try cache.host(Self.iova + 0x2010, length: 0x1000, access: .read) == nil)
+        #expect(dma.mappings.map(\.pins) == oldestOut)
+        #expect(try dma.dirtyBitmap(Self.iova, size: 0x12000, pageSize: 4096, clear: true) == [0x15555]) // pages 0, 2, ..., 16
+        _ = try cache.host(Self.iova + 0x4000, length: 8, access: .write)
+        #expect(try dma.dirtyBitmap(Self.iova, size: 0x12000, pageSize: 4096, clear: false) == [1 << 4])
+        cache.releaseAll()
+        #expect(dma.mappings.allSatisfy { $0.pins == 0 })
+    }
+
     @Test func unmapTellsTheDeviceWhichReleasesItsPins() throws {
         let model = CopyEngineDevice()
         let server = try TestServer(model: model)

@@ -137,14 +137,17 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
         Self.markDirty(dirty, offset: address - iova, length)
     }
 
-    /// Sets the bits of the pages covering `[offset, offset + length)` of a mapping in `dirty`.
-    @inline(__always)
+    /// Sets the bits of the pages covering `[offset, offset + length)` of a mapping in `dirty`. A word
+    /// whose bits are all set already is only read: a device rewriting the same pages (rings,
+    /// buffers) takes no locked instruction. Skipping is safe: a report that clears the bits between
+    /// the check and the write is the same as one that clears them right after a locked OR.
+    @inlinable @inline(__always)
     static func markDirty(_ dirty: UnsafeMutablePointer<UInt64>, offset: UInt64, _ length: Int) {
         guard length > 0 else { return }
         let first = Int(offset >> DMASpace.pageShift)
         let last = Int((offset + UInt64(length) - 1) >> DMASpace.pageShift)
         if first == last {
-            clinux_atomic_or_u64(dirty + first / 64, 1 << UInt64(first % 64))
+            setBits(dirty + first / 64, 1 << UInt64(first % 64))
             return
         }
         var page = first
@@ -153,9 +156,14 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
             let bit = page % 64
             let span = min(64 - bit, last - page + 1)
             let bits = span == 64 ? UInt64.max : ((UInt64(1) << UInt64(span)) - 1) << UInt64(bit)
-            clinux_atomic_or_u64(dirty + word, bits)
+            setBits(dirty + word, bits)
             page += span
         }
+    }
+
+    @inlinable @inline(__always)
+    static func setBits(_ word: UnsafeMutablePointer<UInt64>, _ bits: UInt64) {
+        if clinux_atomic_load_u64(word) & bits != bits { clinux_atomic_or_u64(word, bits) }
     }
 
     /// The dirty bits of word `word` within `mask`; with `clear`, taken atomically (a page written

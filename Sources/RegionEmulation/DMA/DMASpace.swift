@@ -16,7 +16,7 @@ import Glibc
 /// nothing touches client memory after the client was told it is unmapped.
 public final class DMASpace: @unchecked Sendable { // All mutable state is guarded by `lock`.
     public static let pageSize = 4096
-    static let pageShift = 12
+    @usableFromInline static var pageShift: Int { 12 }
     /// The spec's default `max_dma_maps`, which this server advertises.
     public static let defaultMaxMappings = 65535
     /// The largest DMA_MAP accepted: 4 PiB (52 address bits).
@@ -432,11 +432,11 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 /// The direction of a device access to client memory.
 public struct DMAAccess: OptionSet, Sendable {
     public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// The device reads client memory (needs the mapping's READ flag).
-    public static let read = DMAAccess(rawValue: 1)
+    @inlinable public static var read: DMAAccess { DMAAccess(rawValue: 1) }
     /// The device writes client memory (needs WRITE).
-    public static let write = DMAAccess(rawValue: 2)
+    @inlinable public static var write: DMAAccess { DMAAccess(rawValue: 2) }
 }
 
 /// A pinned range: host buffers a device may read or write directly until `release()`.

@@ -13,58 +13,68 @@ import VfioUserProto
 public final class DMATranslationCache: @unchecked Sendable { // Used by its owner thread only, except the atomic flag.
     public let dma: DMASpace
     /// What a lookup needs, as plain values (no reference counting on the hot path).
-    private struct Slot {
-        let start: UInt64
-        let last: UInt64 // not the end, which may be 2^64
-        let base: UnsafeMutableRawPointer
-        let readable: Bool
-        let writable: Bool
-        let dirty: UnsafeMutablePointer<UInt64>
+    @usableFromInline
+    struct Slot {
+        @usableFromInline let start: UInt64
+        @usableFromInline let last: UInt64 // not the end, which may be 2^64
+        @usableFromInline let base: UnsafeMutableRawPointer?
+        @usableFromInline let readable: Bool
+        @usableFromInline let writable: Bool
+        @usableFromInline let dirty: UnsafeMutablePointer<UInt64>?
+
+        /// Matches no address (start above last).
+        static var empty: Slot { Slot(start: .max, last: 0, base: nil, readable: false, writable: false, dirty: nil) }
     }
 
-    private var slots: [Slot] = []
-    /// The pins that keep `slots` valid, in the same order.
-    private var pins: [PinnedMapping] = []
+    @usableFromInline static var capacity: Int { 8 }
+    /// `capacity` slots, empty ones never matching. A fixed buffer behind a constant pointer: the
+    /// lookup, inlined into the device's code, reads it without exclusivity checks or retains.
+    @usableFromInline let slots: UnsafeMutablePointer<Slot>
+    /// The pins that keep `slots` valid, by slot.
+    private var pins: [PinnedMapping?]
+    /// The slot the next miss replaces (oldest first).
+    private var nextVictim = 0
     private let releaseRequested = Atomic<Bool>(false)
-    static let capacity = 8
 
     public init(dma: DMASpace) {
         self.dma = dma
-        slots.reserveCapacity(Self.capacity)
-        pins.reserveCapacity(Self.capacity)
+        slots = .allocate(capacity: Self.capacity)
+        slots.initialize(repeating: .empty, count: Self.capacity)
+        pins = Array(repeating: nil, count: Self.capacity)
     }
 
     /// The host address of `[iova, iova + length)` when it lies in one mmapped mapping that allows
     /// `access`, or nil when it is in a message-mode mapping (or crosses mappings): copy instead.
-    /// Writes are marked dirty.
-    @inline(__always)
+    /// Writes are marked dirty. Inlinable: a hit is a few compares in the device's own code.
+    @inlinable @inline(__always)
     public func host(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> UnsafeMutableRawPointer? {
-        let found: Int? = slots.withUnsafeBufferPointer { slots in
-            for i in slots.indices where iova >= slots[i].start && iova <= slots[i].last { return i }
-            return nil
+        for i in 0..<Self.capacity where iova >= slots[i].start && iova <= slots[i].last {
+            return try allowed(slots[i], iova, length, access)
         }
-        if let found { return try allowed(found, iova, length, access) }
-        guard let pinned = try dma.pinMapping(containing: iova) else { return nil }
-        if slots.count == Self.capacity {
-            slots.removeFirst()
-            pins.removeFirst().pin.release()
-        }
-        slots.append(Slot(start: pinned.iova, last: pinned.last, base: pinned.host(pinned.iova),
-                          readable: pinned.flags.contains(.read), writable: pinned.flags.contains(.write), dirty: pinned.mapping.dirty))
-        pins.append(pinned)
-        return try allowed(slots.count - 1, iova, length, access)
+        return try miss(iova, length: length, access: access)
     }
 
-    @inline(__always)
-    private func allowed(_ index: Int, _ iova: UInt64, _ length: Int, _ access: DMAAccess) throws(DMAError) -> UnsafeMutableRawPointer? {
-        let slot = slots[index]
+    @usableFromInline
+    func miss(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> UnsafeMutableRawPointer? {
+        guard let pinned = try dma.pinMapping(containing: iova) else { return nil }
+        let victim = nextVictim
+        nextVictim = (nextVictim + 1) % Self.capacity
+        pins[victim]?.pin.release()
+        pins[victim] = pinned
+        slots[victim] = Slot(start: pinned.iova, last: pinned.last, base: pinned.host(pinned.iova), readable: pinned.flags.contains(.read),
+                             writable: pinned.flags.contains(.write), dirty: pinned.mapping.dirty)
+        return try allowed(slots[victim], iova, length, access)
+    }
+
+    @inlinable @inline(__always)
+    func allowed(_ slot: Slot, _ iova: UInt64, _ length: Int, _ access: DMAAccess) throws(DMAError) -> UnsafeMutableRawPointer? {
         guard UInt64(length) <= slot.last - iova + 1 else { return nil } // crosses into the next mapping: copy
         if access.contains(.read) && !slot.readable { throw .accessDenied(address: iova, write: false) }
         if access.contains(.write) {
             guard slot.writable else { throw .accessDenied(address: iova, write: true) }
-            DMAMapping.markDirty(slot.dirty, offset: iova - slot.start, length)
+            DMAMapping.markDirty(slot.dirty!, offset: iova - slot.start, length)
         }
-        return slot.base + Int(iova - slot.start)
+        return slot.base! + Int(iova - slot.start)
     }
 
     /// From any thread: an unmap wants the pins back.
@@ -77,10 +87,16 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
     }
 
     public func releaseAll() {
-        for pinned in pins { pinned.pin.release() }
-        pins.removeAll(keepingCapacity: true)
-        slots.removeAll(keepingCapacity: true)
+        for i in 0..<Self.capacity {
+            slots[i] = .empty
+            pins[i]?.pin.release()
+            pins[i] = nil
+        }
+        nextVictim = 0
     }
 
-    deinit { releaseAll() }
+    deinit {
+        releaseAll()
+        slots.deallocate()
+    }
 }
