@@ -99,9 +99,8 @@ public final class EmulatedDevice: Sendable {
     /// about mmap.
     private func checkedAccess(_ index: RegionIndex, offset: UInt64, count: Int, write: Bool) throws(RegionError) -> (Int?, BARDefinition?) {
         guard index.rawValue < RegionIndex.pciRegionCount else { throw .noSuchRegion(index.rawValue) }
-        if let migration {
-            do throws(MigrationError) { try migration.checkAccess(config: index == .config, write: write) } catch { throw .migration(error) }
-        }
+        // Optional chaining borrows the engine; `if let` retained and released it on every access.
+        do throws(MigrationError) { try migration?.checkAccess(config: index == .config, write: write) } catch { throw .migration(error) }
         let bar = index.barNumber
         let definition = bar.flatMap { function.bars[$0] }
         let size = index == .config ? UInt64(function.configSize) : definition?.size ?? 0
