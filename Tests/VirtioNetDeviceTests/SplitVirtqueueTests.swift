@@ -138,6 +138,22 @@ struct SplitVirtqueueTests {
         #expect(throws: VirtqueueError.nextOutOfRange(9)) { try other.device.pop(other.memory) }
     }
 
+    /// The available index is read again only once the chains it announced are taken (as vhost
+    /// does); chains published meanwhile come next, in order.
+    @Test func theAvailableIndexIsReadOncePerBatch() throws {
+        let bed = try QueueBed()
+        let first = (0..<2).map { i in bed.driver.add([(0x4000_0000 + UInt64(i) * 64, 64, true)])! }
+        #expect(try bed.device.pop(bed.memory)?.head == first[0])
+        #expect(bed.device.availableSeen == 2)
+        let more = (2..<4).map { i in bed.driver.add([(0x4000_0000 + UInt64(i) * 64, 64, true)])! }
+        #expect(try bed.device.pop(bed.memory)?.head == first[1])
+        #expect(bed.device.availableSeen == 2, "a chain the last read announced needs no new read")
+        #expect(try bed.device.pop(bed.memory)?.head == more[0])
+        #expect(bed.device.availableSeen == 4)
+        #expect(try bed.device.pop(bed.memory)?.head == more[1])
+        #expect(try bed.device.pop(bed.memory) == nil)
+    }
+
     @Test func anAvailableIndexJumpIsRefused() throws {
         let bed = try QueueBed()
         bed.driver.startIndexes(at: 9) // 9 chains "available" in a ring of 8

@@ -143,11 +143,21 @@ public struct SplitVirtqueue: Sendable {
         return try pop(into: &chain, memory) ? chain : nil
     }
 
+    /// Whether a chain is available. The driver's index is read again only once the chains it last
+    /// announced are taken (as vhost does): that read was an acquire load, which orders the reads of
+    /// every entry it covers, so taking them needs neither another read nor a barrier.
+    public mutating func hasAvailable(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        guard availableSeen == lastAvailable else {
+            try memory.checkStop()
+            return true
+        }
+        return try pendingCount(memory) > 0
+    }
+
     /// Takes the next available chain into `chain` (reusing its arrays: no allocation once they have
     /// grown); false when the ring is empty.
     public mutating func pop(into chain: inout DescriptorChain, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
-        guard try pendingCount(memory) > 0 else { return false }
-        clinux_memory_barrier() // read the entries only after the index that covers them
+        guard try hasAvailable(memory) else { return false }
         let head = try memory.load16(availableEntryAddress(lastAvailable))
         try readChain(head: head, into: &chain, memory)
         lastAvailable &+= 1
@@ -165,8 +175,10 @@ public struct SplitVirtqueue: Sendable {
     public func readChain(head: UInt16, into chain: inout DescriptorChain, _ memory: GuestMemory) throws(VirtqueueError) {
         guard head < size else { throw .headOutOfRange(head) }
         chain.head = head
-        chain.readable.removeAll(keepingCapacity: true)
-        chain.writable.removeAll(keepingCapacity: true)
+        // Popping a chain's few buffers keeps the arrays' storage; removeAll(keepingCapacity:) would
+        // too, through a generic replaceSubrange that costs more than the rest of a short chain.
+        while chain.readable.popLast() != nil {}
+        while chain.writable.popLast() != nil {}
         var total: UInt64 = 0
         var table = descriptorTable
         var tableSize = size
@@ -389,9 +401,13 @@ public struct GuestMemory: Sendable {
     }
 
     /// Copies `source` into a chain's device-writable buffers, in order; returns bytes written.
+    /// Always inlined and indexed: called out of line or with an iterator, the receive path
+    /// retained the buffer array per frame.
+    @inline(__always)
     public func scatter(_ source: UnsafeRawBufferPointer, into buffers: [DescriptorChain.Buffer]) throws(VirtqueueError) -> Int {
         var offset = 0
-        for buffer in buffers where offset < source.count {
+        for i in buffers.indices where offset < source.count {
+            let buffer = buffers[i]
             let count = min(buffer.length, source.count - offset)
             if let p = try host(buffer.address, count, .write) {
                 p.copyMemory(from: source.baseAddress! + offset, byteCount: count)
