@@ -24,11 +24,12 @@ public struct MessageHeader: Equatable, Sendable {
     }
 
     public init(decoding reader: inout ByteReader) throws(ProtocolError) {
-        id = try reader.read()
-        command = Command(rawValue: try reader.read())
-        messageSize = try reader.read()
-        flags = MessageFlags(rawValue: try reader.read())
-        error = try reader.read()
+        let raw = try reader.bytes(count: Self.size)
+        id = raw.littleEndian(at: 0)
+        command = Command(rawValue: raw.littleEndian(at: 2))
+        messageSize = raw.littleEndian(at: 4)
+        flags = MessageFlags(rawValue: raw.littleEndian(at: 8))
+        error = raw.littleEndian(at: 12)
     }
 
     public func encode(into writer: inout ByteWriter) {

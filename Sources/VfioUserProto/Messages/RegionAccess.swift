@@ -15,9 +15,10 @@ public struct RegionAccess: Equatable, Sendable {
     }
 
     public init(decoding reader: inout ByteReader) throws(ProtocolError) {
-        offset = try reader.read()
-        region = RegionIndex(rawValue: try reader.read())
-        count = try reader.read()
+        let raw = try reader.bytes(count: Self.size)
+        offset = raw.littleEndian(at: 0)
+        region = RegionIndex(rawValue: raw.littleEndian(at: 8))
+        count = raw.littleEndian(at: 12)
     }
 
     public func encode(into writer: inout ByteWriter) {

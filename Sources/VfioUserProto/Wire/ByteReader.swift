@@ -22,9 +22,9 @@ public struct ByteReader {
     public mutating func read<T: FixedWidthInteger>(_: T.Type = T.self) throws(ProtocolError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw .truncated(needed: size, available: remaining) }
-        let value = buffer.loadUnaligned(fromByteOffset: cursor, as: T.self)
+        let value: T = buffer.littleEndian(at: cursor)
         cursor += size
-        return T(littleEndian: value)
+        return value
     }
 
     /// The next `count` bytes, without copying.
@@ -44,6 +44,16 @@ public struct ByteReader {
 
     public mutating func skip(_ count: Int) throws(ProtocolError) {
         _ = try bytes(count: count)
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// The little-endian integer at `offset`, which the caller has bounds-checked: fixed-size
+    /// records on every message's path (header, region access) check their length once with
+    /// `ByteReader.bytes(count:)`, then load their fields with this.
+    @inlinable @inline(__always)
+    public func littleEndian<T: FixedWidthInteger>(at offset: Int, as: T.Type = T.self) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
     }
 }
 
