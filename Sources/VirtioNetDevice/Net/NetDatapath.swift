@@ -409,11 +409,6 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         var delivered = 0
         var receivedBytes = 0
         var pending: UInt16 = 0
-        // The chains move into a local for the batch (a swap: no copy), so that passing a chain's
-        // buffers on costs no retain and taking a chain no uniqueness check of the class's array.
-        var receiveChains: [DescriptorChain] = []
-        swap(&receiveChains, &self.receiveChains)
-        defer { swap(&receiveChains, &self.receiveChains) }
         defer { if pending > 0, let published = try? publish(&queue, pending, memory), published { signal(VirtioNetDevice.receiveQueue) } }
         while delivered < 256 {
             if pendingFrameLength == 0 {

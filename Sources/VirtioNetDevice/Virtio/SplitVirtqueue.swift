@@ -401,13 +401,9 @@ public struct GuestMemory: Sendable {
     }
 
     /// Copies `source` into a chain's device-writable buffers, in order; returns bytes written.
-    /// Always inlined and indexed: called out of line or with an iterator, the receive path
-    /// retained the buffer array per frame.
-    @inline(__always)
     public func scatter(_ source: UnsafeRawBufferPointer, into buffers: [DescriptorChain.Buffer]) throws(VirtqueueError) -> Int {
         var offset = 0
-        for i in buffers.indices where offset < source.count {
-            let buffer = buffers[i]
+        for buffer in buffers where offset < source.count {
             let count = min(buffer.length, source.count - offset)
             if let p = try host(buffer.address, count, .write) {
                 p.copyMemory(from: source.baseAddress! + offset, byteCount: count)
