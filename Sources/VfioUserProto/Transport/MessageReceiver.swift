@@ -208,7 +208,7 @@ public final class MessageReceiver {
     private func attribute(_ fds: [OwnedFileDescriptor], truncated: Bool, readFrom oldTail: Int) {
         var position = head + discard
         while position + MessageHeader.size <= tail {
-            let size = Int(storage.loadUnaligned(fromByteOffset: position + 4, as: UInt32.self).littleEndian)
+            let size = Int(UnsafeRawBufferPointer(storage).littleEndian(at: position + 4, as: UInt32.self))
             guard size >= MessageHeader.size, position + size < tail else { break }
             position += size
         }

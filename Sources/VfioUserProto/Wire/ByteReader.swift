@@ -48,9 +48,9 @@ public struct ByteReader {
 }
 
 extension UnsafeRawBufferPointer {
-    /// The little-endian integer at `offset`, which the caller has bounds-checked: fixed-size
-    /// records on every message's path (header, region access) check their length once with
-    /// `ByteReader.bytes(count:)`, then load their fields with this.
+    /// The little-endian integer at `offset`, which the caller has bounds-checked: how every
+    /// fixed-layout field is loaded (ByteReader's reads, and records whose length is checked once,
+    /// such as the message header, the region access, virtqueue descriptors).
     @inlinable @inline(__always)
     public func littleEndian<T: FixedWidthInteger>(at offset: Int, as: T.Type = T.self) -> T {
         T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))

@@ -1,5 +1,6 @@
 import CLinux
 import RegionEmulation
+import VfioUserProto
 
 /// One descriptor: `{le64 addr; le32 len; le16 flags; le16 next}` (virtio 1.x §2.7.5).
 public struct VirtqueueDescriptor: Equatable, Sendable {
@@ -21,10 +22,10 @@ public struct VirtqueueDescriptor: Equatable, Sendable {
     }
 
     init(_ bytes: UnsafeRawBufferPointer) {
-        address = bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian
-        length = bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
-        flags = bytes.loadUnaligned(fromByteOffset: 12, as: UInt16.self).littleEndian
-        next = bytes.loadUnaligned(fromByteOffset: 14, as: UInt16.self).littleEndian
+        address = bytes.littleEndian(at: 0)
+        length = bytes.littleEndian(at: 8)
+        flags = bytes.littleEndian(at: 12)
+        next = bytes.littleEndian(at: 14)
     }
 
     public var isWritable: Bool { flags & Self.flagWrite != 0 }

@@ -1,3 +1,5 @@
+import VfioUserProto
+
 /// Feature bits (virtio 1.x §6 and §5.1.3), as a 64-bit set.
 public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt64
@@ -96,11 +98,11 @@ public struct VirtioNetHeader: Equatable, Sendable {
     public init(_ bytes: UnsafeRawBufferPointer) {
         flags = bytes[0]
         gsoType = bytes[1]
-        headerLength = bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self).littleEndian
-        gsoSize = bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self).littleEndian
-        checksumStart = bytes.loadUnaligned(fromByteOffset: 6, as: UInt16.self).littleEndian
-        checksumOffset = bytes.loadUnaligned(fromByteOffset: 8, as: UInt16.self).littleEndian
-        bufferCount = bytes.loadUnaligned(fromByteOffset: 10, as: UInt16.self).littleEndian
+        headerLength = bytes.littleEndian(at: 2)
+        gsoSize = bytes.littleEndian(at: 4)
+        checksumStart = bytes.littleEndian(at: 6)
+        checksumOffset = bytes.littleEndian(at: 8)
+        bufferCount = bytes.littleEndian(at: 10)
     }
 
     public func store(into bytes: UnsafeMutableRawBufferPointer) {
