@@ -40,6 +40,24 @@ struct SessionLifecycleTests {
         #expect(server.endpoint.clientsRefused == 1)
     }
 
+    /// A client that closes and connects again at once (as `vfu-bench cycles` does, or QEMU after a
+    /// failed attach) arrives before its old session has read the hang-up: it waits for that
+    /// session to end and is served, not refused. Half the old sessions end on a message cut short.
+    @Test func aClientThatReconnectsAtOnceIsServedNotRefused() throws {
+        let server = try TestServer()
+        let cut = rawMessage(id: 9, command: Command.regionRead.rawValue, payload: le(UInt64(0)) + le(UInt32(7)) + le(UInt32(4)))
+        for cycle in 0..<200 {
+            let client = try server.connect()
+            try client.negotiate()
+            #expect(try client.deviceInfo().numRegions == 9, "cycle \(cycle)")
+            if cycle % 2 == 1 { _ = cut.prefix(1 + cycle % 31).withUnsafeBytes { write(client.socket.rawValue, $0.baseAddress, $0.count) } }
+            // The client drops its socket (close, not shutdown): the next connect races the old session's end.
+        }
+        server.waitDetached()
+        #expect(server.endpoint.clientsRefused == 0)
+        #expect(server.endpoint.sessionsServed == 200)
+    }
+
     @Test func socketFileIsPrivateAndRemovedOnStop() throws {
         let directory = TemporaryDirectory()
         let path = directory.path + "/s.sock"

@@ -35,6 +35,9 @@ static inline struct cmsghdr *clinux_cmsg_nxthdr(struct msghdr *message, struct 
 }
 static inline unsigned char *clinux_cmsg_data(struct cmsghdr *header) { return CMSG_DATA(header); }
 
+// POLLRDHUP (the peer closed or shut down its end): <poll.h> defines it only under _GNU_SOURCE.
+static const short clinux_pollrdhup = 0x2000;
+
 static inline int clinux_eventfd(unsigned int initial, int flags) { return eventfd(initial, flags); }
 // memfd_create(2) needs _GNU_SOURCE in glibc's headers, which would make this module's view of libc
 // differ from the other modules'; the raw system call avoids that.

@@ -85,6 +85,13 @@ public enum UnixSocket {
         _ = Glibc.shutdown(socket.rawValue, CInt(SHUT_RDWR))
     }
 
+    /// Whether the peer has closed or shut down its end (a hang-up waiting to be read): polled, no wait.
+    public static func peerHasHungUp(_ socket: FileDescriptor) -> Bool {
+        var poller = pollfd(fd: socket.rawValue, events: clinux_pollrdhup, revents: 0)
+        guard poll(&poller, 1, 0) == 1 else { return false }
+        return poller.revents & (clinux_pollrdhup | Int16(POLLHUP | POLLERR)) != 0
+    }
+
     /// Removes a socket file, but only if it is still the one this process created (same inode),
     /// so a server never deletes the socket of a newer server on the same path.
     public static func removeSocketFile(path: String, ifIdentity identity: FileIdentity?) {

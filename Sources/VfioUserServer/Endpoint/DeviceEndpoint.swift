@@ -70,6 +70,7 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
                 continue
             }
             let session: Session? = lock.withLock {
+                waitForHungUpSessionLocked()
                 guard !stopped, !closedToNewClients, active == nil else { return nil }
                 let session = Session(device: device, socket: connection, configuration: configuration, name: name)
                 active = session
@@ -90,6 +91,17 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
                     lock.broadcast()
                 }
             }
+        }
+    }
+
+    /// A client that closes and reconnects at once arrives before its old session has read the
+    /// hang-up: that session is finishing (its last messages, then the device reset), so the
+    /// newcomer waits for it, as it would in a listen backlog, rather than being refused. A session
+    /// whose client is still connected is not waited for.
+    private func waitForHungUpSessionLocked() {
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        while !stopped, let active, UnixSocket.peerHasHungUp(active.socket.descriptor), monotonicNanoseconds() < deadline {
+            lock.wait(milliseconds: 50)
         }
     }
 
