@@ -24,6 +24,9 @@ public struct SortedChunkMap<Value> {
 
     public var isEmpty: Bool { count == 0 }
 
+    /// Blocks in use: `count / blockCount` is how full they are (64 at most).
+    public var blockCount: Int { directoryKeys.count }
+
     /// Index of the last element <= `key` in `buffer[start..<start + n]`, or -1 (branch-free).
     @inline(__always)
     private static func lastAtMost(_ buffer: UnsafeBufferPointer<UInt64>, _ start: Int, _ n: Int, _ key: UInt64) -> Int {
@@ -112,6 +115,18 @@ public struct SortedChunkMap<Value> {
             position = found.index + 1
         }
         var block = directoryBlocks[entry]
+        if counts[block] == Self.blockCapacity && position == Self.blockCapacity {
+            // Past the end of a full block (ascending keys, the order maps usually come in): a new
+            // block after it, not a split, so such a table fills its blocks instead of halving them.
+            let fresh = allocateBlock()
+            keys[fresh * Self.blockCapacity] = key
+            values[fresh * Self.blockCapacity] = value
+            counts[fresh] = 1
+            directoryKeys.insert(key, at: entry + 1)
+            directoryBlocks.insert(fresh, at: entry + 1)
+            count += 1
+            return true
+        }
         if counts[block] == Self.blockCapacity {
             // Split: the upper half moves to a new block placed after this one in the directory.
             let half = Self.blockCapacity / 2
