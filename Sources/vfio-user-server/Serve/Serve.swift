@@ -20,7 +20,8 @@ struct Serve: ParsableCommand {
 
         A device serves one client at a time; a second one gets an EBUSY error reply. When a client \
         goes away the device is reset (eventfds closed, DMA unmapped, registers back to power-on) \
-        and the next one may attach. Sockets are created with mode 0600; a stale socket left by a \
+        and the next one may attach (one that connects while the old session is still ending \
+        waits for it). Sockets are created with mode 0600; a stale socket left by a \
         dead server is replaced. The server does not daemonize; SIGTERM or SIGINT stop every \
         instance, disconnect their clients and remove their sockets.
         """
