@@ -132,13 +132,23 @@ struct MessagesBenchmark: ParsableCommand {
         for entry in allocations.entries { recorder.record("allocations_\(entry.name.replacing(" ", with: "_"))", entry.perMessage) }
 
         print("")
-        print("vfu-bench (the independent C client, one message per system call)")
-        for (label, path) in [("echo peer", echoPath), ("server", serverPath)] {
-            let rtt = fields(try runCommand([vfuBench, "rtt", path, "0", "7", "100000"]))["ops_per_sec"] ?? 0
-            let postedRate = fields(try runCommand([vfuBench, "posted", path, "0", "7", "400000"]))["ops_per_sec"] ?? 0
-            print("  " + pad(label, 10) + " rtt " + pad(formatRate(rtt), 11) + " posted " + formatRate(postedRate))
-            recorder.record("vfubench_rtt_\(label == "server" ? "server" : "echo")", rtt)
-            recorder.record("vfubench_posted_\(label == "server" ? "server" : "echo")", postedRate)
+        print("vfu-bench (the independent C client, one message per system call), 7 interleaved runs, medians")
+        var runs: [String: [Double]] = [:]
+        for _ in 0..<7 {
+            for (label, path) in [("echo", echoPath), ("server", serverPath)] {
+                runs["rtt_\(label)", default: []].append(fields(try runCommand([vfuBench, "rtt", path, "0", "7", "20000"]))["ops_per_sec"] ?? 0)
+                runs["posted_\(label)", default: []].append(fields(try runCommand([vfuBench, "posted", path, "0", "7", "100000"]))["ops_per_sec"] ?? 0)
+            }
+        }
+        for kind in ["rtt", "posted"] {
+            let echo = runs["\(kind)_echo"]!
+            let server = runs["\(kind)_server"]!
+            let ratio = median(zip(server, echo).map { $0 / $1 }) // each server run beside the echo run before it
+            print("  " + pad(kind, 7) + "echo peer " + pad(formatRate(median(echo)), 11) + "server " + pad(formatRate(median(server)), 11)
+                  + (kind == "rtt" ? percent(ratio) : String(format1: ratio) + "x echo"))
+            recorder.record("vfubench_\(kind)_echo", median(echo))
+            recorder.record("vfubench_\(kind)_server", median(server))
+            recorder.record("vfubench_\(kind)_ratio", ratio)
         }
         try recorder.save()
     }
