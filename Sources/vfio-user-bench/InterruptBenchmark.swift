@@ -26,14 +26,22 @@ struct InterruptBenchmark: ParsableCommand {
     @Option(help: "Interrupts per figure.")
     var count: Int = 20000
 
+    @Option(help: "Rounds: the three sources take turns, so a slow moment of the machine hits each alike.")
+    var rounds: Int = 5
+
+    /// Something that raises an interrupt, and the eventfd the client waits on for it.
+    struct Source {
+        let name: String
+        let key: String
+        let eventfd: OwnedFileDescriptor
+        let raise: @Sendable () -> Void
+    }
 
     func run() throws {
         pinToCPU(common.cpu)
         let directory = scratchDirectory()
         defer { rmdir(directory) }
         var recorder = ResultRecorder(path: common.results)
-        print("Interrupt latency, trigger to the waiting thread's wake-up, \(count) each, one CPU (µs)")
-        print("  " + pad("", 26) + MessagesBenchmark.percentilePoints.map { pad("p" + String(format1: $0).replacingZeroDecimal, 8) }.joined() + "raised/s")
 
         // INTx on an mtty-2: automasked when it fires, unmasked again before the next.
         let mttyPath = directory + "/mtty.sock"
@@ -47,13 +55,6 @@ struct InterruptBenchmark: ParsableCommand {
         try mttyClient.setIRQs(.intx, [.dataEventfd, .actionTrigger], fds: [intx.descriptor])
         let interrupts = mtty.device.function.interrupts
 
-        let bare = try OwnedFileDescriptor.eventfd(nonBlocking: true)
-        let reference = try latency(bare, name: "eventfd write (reference)") { try? bare.signalEventfd() }
-        let intxFigures = try latency(intx, name: "INTx (mtty)") {
-            interrupts.setMasked(.intx, vector: 0, false)
-            interrupts.trigger(.intx, vector: 0)
-        }
-
         // MSI-X on a virtio-net: the driver enables it as QEMU does, one eventfd per vector.
         let netPath = directory + "/net.sock"
         let net = try DeviceEndpoint(path: netPath, device: EmulatedDevice(model: VirtioNetDevice(backend: SinkBackend(), mac: [0x52, 0x54, 0, 0, 0, 1])),
@@ -64,38 +65,54 @@ struct InterruptBenchmark: ParsableCommand {
         guard try driver.negotiate([.version1, .netMAC]) else { throw BenchError("FEATURES_OK refused") }
         try driver.start()
         let msix = net.device.function.interrupts
-        let msixFigures = try latency(driver.vectors[0], name: "MSI-X (virtio-net)") { msix.trigger(.msix, vector: 0) }
 
-        for (key, figures) in [("eventfd", reference), ("intx", intxFigures), ("msix", msixFigures)] {
-            for (point, value) in zip(MessagesBenchmark.percentilePoints, figures.percentiles) {
-                recorder.record("irq_\(key)_p\(String(format1: point).replacingZeroDecimal)", value)
+        let bare = try OwnedFileDescriptor.eventfd(nonBlocking: true)
+        let sources = [
+            Source(name: "eventfd write (reference)", key: "eventfd", eventfd: bare) { try? bare.signalEventfd() },
+            Source(name: "INTx (mtty)", key: "intx", eventfd: intx) {
+                interrupts.setMasked(.intx, vector: 0, false)
+                interrupts.trigger(.intx, vector: 0)
+            },
+            Source(name: "MSI-X (virtio-net)", key: "msix", eventfd: driver.vectors[0]) { msix.trigger(.msix, vector: 0) },
+        ]
+        var samples = sources.map { _ in LatencySamples(capacity: count) }
+        var rates = sources.map { _ in [Double]() }
+        for _ in 0..<rounds {
+            for (i, source) in sources.enumerated() {
+                wakeUps(source, count: max(count / rounds, 1), into: &samples[i])
+                rates[i].append(raiseRate(source))
             }
-            recorder.record("irq_\(key)_rate", figures.rate)
+        }
+
+        print("Interrupt latency, trigger to the waiting thread's wake-up, \(count) each in \(rounds) interleaved rounds, one CPU (µs)")
+        print("  " + pad("", 26) + MessagesBenchmark.percentilePoints.map { pad("p" + String(format1: $0).replacingZeroDecimal, 8) }.joined() + "raised/s")
+        for (i, source) in sources.enumerated() {
+            let percentiles = samples[i].percentiles(MessagesBenchmark.percentilePoints)
+            let rate = median(rates[i])
+            print("  " + pad(source.name, 26) + percentiles.map { pad(String(format2: $0), 8) }.joined() + formatRate(rate))
+            for (point, value) in zip(MessagesBenchmark.percentilePoints, percentiles) {
+                recorder.record("irq_\(source.key)_p\(String(format1: point).replacingZeroDecimal)", value)
+            }
+            recorder.record("irq_\(source.key)_rate", rate)
         }
         try recorder.save()
     }
 
-    struct Figures {
-        var percentiles: [Double]
-        var rate: Double
-    }
-
-    /// Latency percentiles of `raise` waking a thread blocked on `eventfd`, and how many raises a
-    /// second the raising side manages when nobody waits.
-    func latency(_ eventfd: OwnedFileDescriptor, name: String, raise: @escaping @Sendable () -> Void) throws -> Figures {
+    /// Latencies of `count` raises, each waking a thread blocked in poll on the source's eventfd.
+    func wakeUps(_ source: Source, count: Int, into samples: inout LatencySamples) {
+        let eventfd = source.eventfd
         _ = try? eventfd.readEventfd()
-        let ready = try OwnedFileDescriptor.eventfd(nonBlocking: false)
+        guard let ready = try? OwnedFileDescriptor.eventfd(nonBlocking: false) else { return }
         defer { withExtendedLifetime(ready) {} } // used through its raw fd only: keep it open until the end
         let woken = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
         defer { woken.deallocate() }
         let wokenAddress = UInt(bitPattern: woken)
         let waiterFD = eventfd.rawValue
         let readyFD = ready.rawValue
-        let rounds = count
         spawnThread(name: "waiter") {
             var poller = pollfd(fd: waiterFD, events: Int16(POLLIN), revents: 0)
             var value: UInt64 = 0
-            for _ in 0..<rounds {
+            for _ in 0..<count {
                 var one: UInt64 = 1
                 _ = write(readyFD, &one, 8) // armed: raise the next one
                 _ = poll(&poller, 1, 1000)
@@ -105,21 +122,21 @@ struct InterruptBenchmark: ParsableCommand {
             var one: UInt64 = 1
             _ = write(readyFD, &one, 8)
         }
-        var samples = LatencySamples(capacity: count)
         var value: UInt64 = 0
         _ = read(readyFD, &value, 8)
         for _ in 0..<count {
             let start = monotonicNanoseconds()
-            raise()
+            source.raise()
             _ = read(readyFD, &value, 8) // the waiter woke, noted the time, and is armed again (or done)
             samples.append(woken.pointee &- start)
         }
-        // The raising side alone: eventfd writes with nobody blocked on them.
-        let raises = 100_000
-        let time = measure { for _ in 0..<raises { raise() } }
-        _ = try? eventfd.readEventfd()
-        let figures = Figures(percentiles: samples.percentiles(MessagesBenchmark.percentilePoints), rate: Double(raises) * 1e9 / time)
-        print("  " + pad(name, 26) + figures.percentiles.map { pad(String(format2: $0), 8) }.joined() + formatRate(figures.rate))
-        return figures
+    }
+
+    /// Raises a second on the raising side alone: eventfd writes with nobody blocked on them.
+    func raiseRate(_ source: Source) -> Double {
+        let raises = 20_000
+        let time = measure { for _ in 0..<raises { source.raise() } }
+        _ = try? source.eventfd.readEventfd()
+        return Double(raises) * 1e9 / time
     }
 }
