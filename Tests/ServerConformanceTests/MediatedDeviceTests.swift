@@ -89,6 +89,7 @@ struct MediatedDeviceTests {
         expectManagementError(.invalidArgument) { try server.start("mtty-1", uuid: uuid, ["ports": "2"]) }
         expectManagementError(.invalidArgument) { try server.start("virtio-net", uuid: uuid, ["backend": "sink", "mac": "52:54:00:zz:00:01"]) }
         expectManagementError(.invalidArgument) { try server.start("virtio-net", uuid: uuid, ["backend": "sink", "queue-size": "100"]) }
+        expectManagementError(.invalidArgument) { try server.start("virtio-net", uuid: uuid, ["backend": "sink", "msix": "maybe"]) }
         expectManagementError(.invalidArgument) { try server.start("virtio-net", uuid: uuid, ["backend": "sink", "tap": "x"]) }
         expectManagementError(.invalidArgument) { try server.start("virtio-net", uuid: uuid, ["datagram": "/nonexistent/a.sock,/nonexistent/b.sock"]) }
         #expect(try server.states().isEmpty)

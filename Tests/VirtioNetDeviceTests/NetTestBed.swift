@@ -19,10 +19,10 @@ final class NetTestBed {
     let server: TestServer
     let driver: VirtioNetDriver
 
-    init(messageMode: Bool = false, queueSize: UInt16 = 256) throws {
+    init(messageMode: Bool = false, queueSize: UInt16 = 256, msix: Bool = true) throws {
         wire = try DatagramBackend(local: directory.path + "/wire.sock", peer: directory.path + "/device.sock")
         model = VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/device.sock", peer: directory.path + "/wire.sock"),
-                                mac: Self.mac, queueSize: queueSize)
+                                mac: Self.mac, queueSize: queueSize, msix: msix)
         server = try TestServer(model: model)
         driver = try VirtioNetDriver(path: server.path, messageMode: messageMode)
     }

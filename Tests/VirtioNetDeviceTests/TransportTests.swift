@@ -93,6 +93,34 @@ struct TransportTests {
         #expect(try bed.driver.receive(count: 1).count == 1)
     }
 
+    /// `msix=off`: no MSI-X capability and no BAR for its table, vectors read back as NO_VECTOR,
+    /// and frames flow both ways with INTx and the ISR alone.
+    @Test func aNICWithoutMSIXHasNoTableAndRunsOnINTx() throws {
+        let bed = try NetTestBed(msix: false)
+        let client = bed.driver.client
+        let config = try client.read(.config, offset: 0, count: 256)
+        var capabilities: [UInt8] = []
+        var cap = Int(config[0x34])
+        while cap != 0 && capabilities.count < 48 { capabilities.append(config[cap]); cap = Int(config[cap + 1]) }
+        #expect(capabilities == [0x09, 0x09, 0x09, 0x09, 0x09, 0x01], "five virtio structures and power management")
+        #expect(try client.regionInfo(.bar1).info.size == 0)
+        #expect(try client.irqInfo(.msix).count == 0)
+        try bed.driver.setCommon(0x16, UInt16(0))
+        try bed.driver.setCommon(0x1A, UInt16(0))
+        #expect(try bed.driver.common(0x1A, as: UInt16.self) == virtioNoVector)
+
+        let intx = try OwnedFileDescriptor.eventfd(nonBlocking: true)
+        try client.setIRQs(.intx, [.dataEventfd, .actionTrigger], fds: [intx.descriptor])
+        try bed.up(useMSIX: false)
+        try bed.driver.postReceiveBuffers(8)
+        bed.wireSend(NetTestBed.frame(length: 60))
+        #expect(fired(intx, waitingMilliseconds: 3000) == 1)
+        #expect(try bed.driver.readISR() == 1)
+        #expect(try bed.driver.receive(count: 1).count == 1)
+        #expect(try bed.driver.transmit([NetTestBed.frame(to: [0x52, 0x54, 0, 0, 0, 9], length: 100, seed: 3)]) == 1)
+        #expect(try bed.wireReceive() == NetTestBed.frame(to: [0x52, 0x54, 0, 0, 0, 9], length: 100, seed: 3))
+    }
+
     @Test func thePCICfgWindowReachesTheStructures() throws {
         let bed = try NetTestBed()
         let client = bed.driver.client

@@ -29,11 +29,12 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     }
 
     /// `mac`: the station address reported in config space; `queueSize`: the largest ring the
-    /// driver may set up.
-    public init(backend: NetBackend, mac: [UInt8], queueSize: UInt16 = 256) {
+    /// driver may set up; `msix`: false for a NIC without MSI-X, whose interrupts are INTx (QEMU
+    /// 11.1 aborts when a vfio-user device with MSI-X is hot-unplugged, see README).
+    public init(backend: NetBackend, mac: [UInt8], queueSize: UInt16 = 256, msix: Bool = true) {
         precondition(mac.count == 6)
         self.backend = backend
-        transport = VirtioPCITransport(queueCount: 3, maxQueueSize: queueSize, msixVectors: Self.msixVectors)
+        transport = VirtioPCITransport(queueCount: 3, maxQueueSize: queueSize, msixVectors: msix ? Self.msixVectors : 0)
         function = try! PCIFunction(PCIFunctionDescription( // fixed, valid description: cannot fail
             identity: Self.identity, bars: transport.bars, capabilities: transport.capabilities))
         state = Locked(NetState(mac: mac))

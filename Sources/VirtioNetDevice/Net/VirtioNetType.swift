@@ -14,6 +14,7 @@ extension VirtioNetDevice {
         "frame-size": "source: the size of its frames in bytes (default 64)",
         "mac": "station address, xx:xx:xx:xx:xx:xx (default: derived from the instance UUID)",
         "queue-size": "largest ring the driver may set up, a power of two (default 256)",
+        "msix": "on (default) or off: INTx interrupts only, for QEMU releases that abort when a device with MSI-X is hot-unplugged",
     ]
 
     /// The virtio-net type: its own pool, `limit` instances at most.
@@ -36,6 +37,8 @@ extension VirtioNetDevice {
             }
             queueSize = size
         }
+        let msix = parameters["msix"] ?? "on"
+        guard msix == "on" || msix == "off" else { throw DeviceCreationError("msix must be on or off, not '\(msix)'") }
         let backends = ["tap", "datagram", "backend"].filter { parameters[$0] != nil }
         guard backends.count == 1 else {
             throw DeviceCreationError("virtio-net needs exactly one backend: tap=NAME, datagram=LOCAL,PEER, backend=sink or backend=source")
@@ -61,7 +64,7 @@ extension VirtioNetDevice {
         } else {
             throw DeviceCreationError("backend must be sink or source, not '\(parameters["backend"] ?? "")'")
         }
-        return VirtioNetDevice(backend: backend, mac: mac, queueSize: queueSize)
+        return VirtioNetDevice(backend: backend, mac: mac, queueSize: queueSize, msix: msix == "on")
     }
 
     /// "52:54:00:12:34:56" → six bytes.

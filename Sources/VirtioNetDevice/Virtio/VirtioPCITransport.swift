@@ -87,23 +87,27 @@ public final class VirtioPCITransport: Sendable {
 
     // MARK: PCI shape
 
-    /// The BARs: structures (64-bit memory) and MSI-X (32-bit memory).
+    /// The BARs: structures (64-bit memory) and MSI-X (32-bit memory; none with no vectors).
     public var bars: [BARDefinition?] {
         var bars = [BARDefinition?](repeating: nil, count: 6)
-        bars[layout.msixBAR] = .memory(size: 0x1000, maxAccessSize: 8)
+        if msixVectors > 0 { bars[layout.msixBAR] = .memory(size: 0x1000, maxAccessSize: 8) }
         // Registers are at most 32 bits wide; a 64-bit access is split in two, lower half first,
         // as drivers write 64-bit queue addresses.
         bars[layout.structuresBAR] = .memory(size: layout.structuresSize, is64Bit: true, maxAccessSize: 4)
         return bars
     }
 
-    /// The capability list: the five virtio structures, then MSI-X and power management.
+    /// The capability list: the five virtio structures, then MSI-X (with vectors) and power
+    /// management. Without MSI-X the driver takes interrupts on INTx and reads the ISR.
     public var capabilities: [PCICapability] {
         func virtioCap(_ type: VirtioPCICapabilityType, offset: UInt32, length: UInt32, extra: [UInt8] = []) -> [UInt8] {
             // cfg_type, bar, id, padding[2], offset, length (the vndr/next/len bytes come from the builder)
             [type.rawValue, UInt8(layout.structuresBAR), 0, 0, 0] + le(offset) + le(length) + extra
         }
         let pciConfigMask: [UInt8] = [0, 0xFF, 0, 0, 0] + [UInt8](repeating: 0xFF, count: 12)
+        let msix: [PCICapability] = msixVectors > 0
+            ? [.msix(MSIXLayout(vectors: msixVectors, tableBAR: layout.msixBAR, tableOffset: 0, pbaBAR: layout.msixBAR, pbaOffset: 0x800))]
+            : []
         return [
             .vendorSpecific(payload: virtioCap(.common, offset: layout.commonOffset, length: 0x1000)),
             .vendorSpecific(payload: virtioCap(.isr, offset: layout.isrOffset, length: 0x1000)),
@@ -112,9 +116,7 @@ public final class VirtioPCITransport: Sendable {
             // PCI_CFG: an alternative access window; bar, offset, length and data are the driver's.
             .vendorSpecific(payload: [VirtioPCICapabilityType.pciConfig.rawValue, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 12),
                             writableMask: pciConfigMask),
-            .msix(MSIXLayout(vectors: msixVectors, tableBAR: layout.msixBAR, tableOffset: 0, pbaBAR: layout.msixBAR, pbaOffset: 0x800)),
-            .powerManagement,
-        ]
+        ] + msix + [.powerManagement]
     }
 
     // MARK: Register access (BAR of the structures)
