@@ -3,7 +3,8 @@
 # pci_device VENDOR DEVICE: the sysfs directory of the first PCI function with these IDs.
 pci_device() {
   for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = "$1" ] && [ "$(cat "$d/device")" = "$2" ]; then echo "$d"; return 0; fi
+    # 2>/dev/null: a device being ejected may vanish between the glob and the read.
+    if [ "$(cat "$d/vendor" 2>/dev/null)" = "$1" ] && [ "$(cat "$d/device" 2>/dev/null)" = "$2" ]; then echo "$d"; return 0; fi
   done
   return 1
 }
