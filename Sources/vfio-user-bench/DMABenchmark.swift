@@ -224,4 +224,8 @@ func pad(_ text: String, _ width: Int) -> String {
 
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
+/// The median of each measurement's ratio to the reference taken just before it: a slow moment of
+/// the machine that spans a pair changes both sides alike.
+func pairedRatio(_ measured: [Double], to reference: [Double]) -> Double { median(zip(measured, reference).map { $0 / $1 }) }
+
 func percent(_ ratio: Double) -> String { String(Int((ratio * 100).rounded())) + "%" }

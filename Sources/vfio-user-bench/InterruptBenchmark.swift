@@ -79,7 +79,7 @@ struct InterruptBenchmark: ParsableCommand {
         var rates = sources.map { _ in [Double]() }
         for _ in 0..<rounds {
             for (i, source) in sources.enumerated() {
-                wakeUps(source, count: max(count / rounds, 1), into: &samples[i])
+                try wakeUps(source, count: max(count / rounds, 1), into: &samples[i])
                 rates[i].append(raiseRate(source))
             }
         }
@@ -99,10 +99,10 @@ struct InterruptBenchmark: ParsableCommand {
     }
 
     /// Latencies of `count` raises, each waking a thread blocked in poll on the source's eventfd.
-    func wakeUps(_ source: Source, count: Int, into samples: inout LatencySamples) {
+    func wakeUps(_ source: Source, count: Int, into samples: inout LatencySamples) throws {
         let eventfd = source.eventfd
         _ = try? eventfd.readEventfd()
-        guard let ready = try? OwnedFileDescriptor.eventfd(nonBlocking: false) else { return }
+        let ready = try OwnedFileDescriptor.eventfd(nonBlocking: false)
         defer { withExtendedLifetime(ready) {} } // used through its raw fd only: keep it open until the end
         let woken = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
         defer { woken.deallocate() }

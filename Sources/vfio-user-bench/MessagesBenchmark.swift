@@ -79,9 +79,7 @@ struct MessagesBenchmark: ParsableCommand {
                 }
                 let echoRate = median(echoRates)
                 let serverRate = median(serverRates)
-                // Each server round beside the echo round just before it: a slow moment of the
-                // machine that spans a pair changes both alike.
-                let ratio = median(zip(serverRates, echoRates).map { $0 / $1 })
+                let ratio = pairedRatio(serverRates, to: echoRates)
                 let echoPercentiles = echoSamples.percentiles(Self.percentilePoints)
                 let serverPercentiles = serverSamples.percentiles(Self.percentilePoints)
                 print("  " + pad("\(name), echo peer", 24) + echoPercentiles.map { pad(String(format2: $0), 8) }.joined() + formatRate(echoRate))
@@ -143,7 +141,7 @@ struct MessagesBenchmark: ParsableCommand {
         for kind in ["rtt", "posted"] {
             let echo = runs["\(kind)_echo"]!
             let server = runs["\(kind)_server"]!
-            let ratio = median(zip(server, echo).map { $0 / $1 }) // each server run beside the echo run before it
+            let ratio = pairedRatio(server, to: echo)
             print("  " + pad(kind, 7) + "echo peer " + pad(formatRate(median(echo)), 11) + "server " + pad(formatRate(median(server)), 11)
                   + (kind == "rtt" ? percent(ratio) : String(format1: ratio) + "x echo"))
             recorder.record("vfubench_\(kind)_echo", median(echo))
