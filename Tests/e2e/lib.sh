@@ -38,7 +38,12 @@ e2e_cleanup() {
   for pid in "${server_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
   for pid in "${helper_pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
   for pid in "${server_pids[@]:-}" "${helper_pids[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null; done
-  [ -n "${E2E_NETNS:-}" ] && ip netns del "$E2E_NETNS" 2>/dev/null
+  # What runs in the namespace (nc listeners started through in_netns, whose recorded pid is the
+  # subshell's) goes with it.
+  if [ -n "${E2E_NETNS:-}" ]; then
+    ip netns pids "$E2E_NETNS" 2>/dev/null | xargs -r kill 2>/dev/null
+    ip netns del "$E2E_NETNS" 2>/dev/null
+  fi
   if [ -n "${E2E_KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
   exit "$status"
 }
