@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 rounds=${ROUNDS:-3}
 devices=${DEVICES:-mtty,net}
 sessions=$(( rounds * $(echo "$devices" | tr ',' '\n' | wc -l) ))
-e2e_setup hotplug
+e2e_setup "hotplug-${MEMORY:-memfd}"
 netns_create
 manager_start
 server=${server_pids[0]}
