@@ -17,6 +17,7 @@ struct fault_guard_slot {
 
 static struct fault_guard_slot fault_guard_slots[FAULT_GUARD_SLOTS];
 static long fault_guard_high; // slots [0, high) may be in use
+uint64_t clinux_fault_guard_total;
 static pthread_mutex_t fault_guard_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sigaction fault_guard_previous;
 static int fault_guard_installed;
@@ -33,6 +34,7 @@ static void fault_guard_handler(int signal, siginfo_t *info, void *context) {
                                          MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, (off_t)0);
         if (replaced != MAP_FAILED) {
             __atomic_fetch_add(&slot->faults, 1, __ATOMIC_RELEASE);
+            __atomic_fetch_add(&clinux_fault_guard_total, 1, __ATOMIC_RELEASE);
             return; // the faulting instruction runs again, on the zero page
         }
         break;

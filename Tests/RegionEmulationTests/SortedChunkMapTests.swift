@@ -28,7 +28,7 @@ struct SortedChunkMapTests {
     /// Inserts and removes at random over a key range small enough that both often hit present
     /// keys, so blocks split, empty and merge many times; every answer is checked as it goes.
     @Test func randomInsertsAndRemovesAgreeWithASortedArray() {
-        var map = SortedChunkMap<UInt64>()
+        var map = SortedChunkMap<UInt64, Void>()
         var reference: [UInt64] = []
         var random = Xorshift(state: 0x2545_F491_4F6C_DD1D)
         for step in 0..<30_000 {
@@ -38,10 +38,10 @@ struct SortedChunkMapTests {
             // Insert more than remove at first, then the reverse, so the table grows past a few
             // hundred keys and shrinks back.
             if random.next(below: 100) < (step < 15_000 ? 65 : 35) {
-                #expect(map.insert(key, key &* 7) == !present, "step \(step): insert \(key)")
+                #expect(map.insert(key, key &* 7, ()) == !present, "step \(step): insert \(key)")
                 if !present { reference.insert(key, at: at) }
             } else {
-                #expect(map.remove(key) == (present ? key &* 7 : nil), "step \(step): remove \(key)")
+                #expect(map.remove(key)?.value == (present ? key &* 7 : nil), "step \(step): remove \(key)")
                 if present { reference.remove(at: at) }
             }
             let probe = random.next(below: 9100)
@@ -61,13 +61,13 @@ struct SortedChunkMapTests {
     /// Keys in ascending order (how a client usually maps) fill blocks instead of splitting them in
     /// halves, so the keys a lookup searches take half the memory; any order stays correct.
     @Test func ascendingKeysFillTheirBlocks() {
-        var ascending = SortedChunkMap<Int>()
-        for i in 0..<(65 * 64) { ascending.insert(UInt64(i) * 8192, i) }
+        var ascending = SortedChunkMap<Int, Void>()
+        for i in 0..<(65 * 64) { ascending.insert(UInt64(i) * 8192, i, ()) }
         #expect(ascending.blockCount == 65)
         #expect(ascending.entries.map(\.value) == Array(0..<(65 * 64)))
 
-        var descending = SortedChunkMap<Int>()
-        for i in (0..<(65 * 64)).reversed() { descending.insert(UInt64(i) * 8192, i) }
+        var descending = SortedChunkMap<Int, Void>()
+        for i in (0..<(65 * 64)).reversed() { descending.insert(UInt64(i) * 8192, i, ()) }
         #expect(descending.entries.map(\.value) == Array(0..<(65 * 64)))
         #expect(descending.floor(8191)?.value == 0)
         #expect(descending.ceiling(8193)?.value == 2)

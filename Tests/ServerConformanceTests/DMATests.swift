@@ -183,6 +183,24 @@ struct DMATests {
         #expect(throws: DMAError.self) { try dma.withPinned(Self.iova, length: 16, access: .read) { _ in 0 } }
     }
 
+    /// The table packs each mapping's size with its flags: the largest size allowed (2^52) and
+    /// the flags both survive, and so do they when an unmap marks the entry removing.
+    @Test func theLargestMappingKeepsItsSizeAndFlagsInTheTable() throws {
+        let (server, client, _) = try setUp()
+        let size = DMASpace.maxMappingSize
+        try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: 0, size: size))
+        expectErrno(.fileExists) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: size - 0x1000, size: 0x1000)) }
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: size, size: 0x1000))
+        let dma = server.device.dma
+        #expect(throws: DMAError.accessDenied(address: size - 1, write: true)) { try dma.pin(size - 1, length: 1, access: .write) }
+        #expect(throws: DMAError.messageMode(size - 1)) { try dma.pin(size - 1, length: 1, access: .read) }
+        #expect(throws: DMAError.messageMode(size)) { try dma.pin(size, length: 1, access: .write) }
+        expectErrno(.invalidArgument) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: 1 << 53, size: size + 1)) }
+        expectErrno(.noSuchFileOrDirectory) { try client.dmaUnmap(DMAUnmapRequest(address: 0, size: size - 0x1000)) }
+        try client.dmaUnmap(DMAUnmapRequest(address: 0, size: size))
+        #expect(dma.mappings.map(\.iova) == [size])
+    }
+
     @Test func aMappingThatEndsAtTwoToTheSixtyFourIsReachedWithoutOverflow() throws {
         let (server, client, memory) = try setUp()
         let top = UInt64.max - 0xFFF // the last page of the 64-bit space: iova + size is 2^64

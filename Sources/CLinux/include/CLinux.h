@@ -127,6 +127,9 @@ long clinux_fault_guard_register(void *base, size_t length, int protection);
 void clinux_fault_guard_unregister(long slot);
 /// Pages of the slot's range replaced so far (an atomic load: cheap on every access).
 uint64_t clinux_fault_guard_faults(long slot);
+/// Pages replaced in any range so far: while none was, no range needs its own count looked up.
+extern uint64_t clinux_fault_guard_total;
+static inline int clinux_fault_guard_any(void) { return __atomic_load_n(&clinux_fault_guard_total, __ATOMIC_ACQUIRE) != 0; }
 
 /// libFuzzer's driver (linked only into fuzz targets built with -sanitize=fuzzer): runs `callback`
 /// on inputs as libFuzzer's own main would, for targets that have a main of their own.

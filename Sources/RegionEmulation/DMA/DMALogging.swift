@@ -35,7 +35,7 @@ extension DMASpace {
         }
         try lock.withLock { () throws(DMAError) in
             guard logging == nil else { throw .busy("dirty logging is on already") }
-            let ranges = sorted.isEmpty ? table.entries.map { DMARange(iova: $0.key, length: $0.value.mapping.size) } : sorted
+            let ranges = sorted.isEmpty ? table.entries.map { DMARange(iova: $0.key, length: $0.payload.takeUnretainedValue().size) } : sorted
             // Only writes from now on count.
             for range in ranges { _ = collectDirty(range.iova, size: range.length, pageSize: Self.pageSize, clear: true) }
             logging = DMALogging(pageSize: pageSize, ranges: ranges)
@@ -82,9 +82,9 @@ extension DMASpace {
         var bitmap = [UInt64](repeating: 0, count: (pages + 63) / 64)
         let shift = UInt64(pageSize.trailingZeroBitCount)
         let last = iova &+ (size - 1)
-        table.forEach { _, entry in
-            let mapping = entry.mapping
-            let mappingLast = entry.last // not `end - 1`: a mapping may end at 2^64
+        table.forEach { start, entry, reference in
+            let mapping = reference.takeUnretainedValue()
+            let mappingLast = entry.last(start) // not `end - 1`: a mapping may end at 2^64
             guard mappingLast >= iova, mapping.iova <= last else { return }
             let firstPage = Int((max(mapping.iova, iova) - mapping.iova) >> Self.pageShift)
             let lastPage = Int((min(mappingLast, last) - mapping.iova) >> Self.pageShift)

@@ -1,3 +1,4 @@
+import CLinux
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
@@ -24,7 +25,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
 
     public let maxMappings: Int
     let lock = ConditionLock()
-    var table = SortedChunkMap<DMATableEntry>()
+    /// The mappings by IOVA. The table holds a reference to each `DMAMapping` (its payload): whoever
+    /// takes one out releases it.
+    var table = SortedChunkMap<DMATableEntry, Unmanaged<DMAMapping>>()
     /// Short pins (`withPinned`, copies) in flight, counted per space rather than per mapping so a
     /// lookup writes nothing but this: two counters, new pins go to `shortEpoch & 1`; an unmap flips
     /// the epoch once its mappings are marked removing and waits for the other counter to drain.
@@ -43,7 +46,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         self.maxMappings = maxMappings
     }
 
-    deinit { table.forEach { $1.releaseMapping() } }
+    deinit { table.forEach { $2.release() } }
 
     // MARK: The client side: DMA_MAP / DMA_UNMAP
 
@@ -109,17 +112,23 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         try lock.withLock { () throws(DMAError) in
             // Only the session maps, but check again under the lock rather than assume it.
             try overlapCheckLocked(request.address, lastByte)
-            table.insert(request.address, .retained(mapping))
+            table.insert(request.address, DMATableEntry(mapping), .passRetained(mapping))
         }
     }
 
     private func duplicate(of request: DMAMapRequest, identity: DMAMapping.FileIdentity?) -> DMAMapping? {
         lock.withLock {
-            guard let entry = table[request.address], !entry.removing, case let existing = entry.mapping, existing.size == request.size,
+            guard let existing = mappingLocked(startingAt: request.address), existing.size == request.size,
                   existing.flags == request.flags, existing.fileIdentity == identity,
                   identity == nil || existing.fileOffset == request.offset else { return nil }
             return existing
         }
+    }
+
+    /// The mapping that starts at `iova`, unless an unmap of it is under way.
+    private func mappingLocked(startingAt iova: UInt64) -> DMAMapping? {
+        guard let index = table.index(of: iova), !table.value(at: index).removing else { return nil }
+        return table.payload(at: index).takeUnretainedValue()
     }
 
     private func checkCapacityAndOverlap(_ first: UInt64, _ last: UInt64) throws(DMAError) {
@@ -130,7 +139,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     }
 
     private func overlapCheckLocked(_ first: UInt64, _ last: UInt64) throws(DMAError) {
-        if let below = table.floor(first)?.value, below.last >= first {
+        if let below = table.floor(first), below.value.last(below.key) >= first {
             throw .overlaps(address: first, size: last - first + 1)
         }
         if let above = table.ceiling(first)?.key, above <= last {
@@ -158,19 +167,19 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 guard request.address == 0, request.size == 0 else {
                     throw .invalid("DMA_UNMAP ALL needs address 0 and size 0")
                 }
-                return table.entries.map(\.value.mapping)
+                return table.entries.map { $0.payload.takeUnretainedValue() }
             }
-            guard let entry = table[request.address], !entry.removing, entry.mapping.size == request.size else {
+            guard let mapping = mappingLocked(startingAt: request.address), mapping.size == request.size else {
                 throw .noSuchMapping(address: request.address, size: request.size)
             }
-            return [entry.mapping]
+            return [mapping]
         }
         try remove(victims, waitForRelease: waitForRelease)
     }
 
     /// Removes every mapping (a lost connection).
     public func removeAll(waitForRelease: ((_ released: () -> Bool) -> Bool)? = nil) {
-        let victims = lock.withLock { table.entries.map(\.value.mapping) }
+        let victims = lock.withLock { table.entries.map { $0.payload.takeUnretainedValue() } }
         try? remove(victims, waitForRelease: waitForRelease)
     }
 
@@ -195,12 +204,12 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
                 // short pin names no mapping: while one taken before the unmap is out, all stay.
                 lock.withLock {
                     guard shortDrained() else { return }
-                    for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova)?.releaseMapping() }
+                    for mapping in victims where mapping.pins == 0 { table.remove(mapping.iova)?.payload.release() }
                 }
                 throw .pinsHeld(address: held?.iova ?? 0, pins: held?.pins ?? 0)
             }
         }
-        lock.withLock { for mapping in victims { table.remove(mapping.iova)?.releaseMapping() } }
+        lock.withLock { for mapping in victims { table.remove(mapping.iova)?.payload.release() } }
     }
 
     private func waitForPins(_ pinned: [DMAMapping], _ shortDrained: () -> Bool, milliseconds: Int) -> Bool {
@@ -249,11 +258,11 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             var address = iova
             var remaining = UInt64(length)
             while remaining > 0 {
-                let (start, entry) = try lookupLocked(address, access: access)
+                let (start, entry, index) = try lookupLocked(address, access: access)
                 guard let host = entry.host else { throw .messageMode(address) }
-                let chunk = min(remaining, entry.last - address + 1)
+                let chunk = min(remaining, entry.last(start) - address + 1)
                 segments.append(UnsafeMutableRawBufferPointer(start: host + Int(address - start), count: Int(chunk)))
-                mappings.append(entry.mapping)
+                mappings.append(table.payload(at: index).takeUnretainedValue())
                 address &+= chunk
                 remaining -= chunk
             }
@@ -276,10 +285,12 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// marks what it writes (`PinnedMapping.markDirty`).
     public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
         try lock.withLock { () throws(DMAError) in
-            guard let entry = table.floor(iova)?.value, iova <= entry.last, !entry.removing else { throw .notMapped(iova) }
+            guard let (index, start, entry) = table.floorEntry(iova), iova <= entry.last(start), !entry.removing else {
+                throw .notMapped(iova)
+            }
             guard entry.host != nil else { return nil } // message mode
-            guard !entry.isFaulted else { throw .memoryGone(iova) }
-            let mapping = entry.mapping
+            let mapping = table.payload(at: index).takeUnretainedValue()
+            guard !mapping.isFaulted else { throw .memoryGone(iova) }
             mapping.pins += 1
             return PinnedMapping(pin: DMAPin(space: self, iova: mapping.iova, segments: [], mappings: [mapping]), mapping: mapping)
         }
@@ -298,10 +309,11 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     @usableFromInline
     func acquire(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> (parity: Int, host: UnsafeMutableRawPointer) {
         try lock.withLock { () throws(DMAError) in
-            let (start, entry) = try lookupLocked(iova, access: access)
+            let (start, entry, index) = try lookupLocked(iova, access: access)
             guard let host = entry.host else { throw .messageMode(iova) }
-            guard UInt64(length) <= entry.last - iova + 1 else { throw .notMapped(entry.last &+ 1) }
-            if access.contains(.write) { entry.mapping.markDirty(iova, length) }
+            let last = entry.last(start)
+            guard UInt64(length) <= last - iova + 1 else { throw .notMapped(last &+ 1) }
+            if access.contains(.write) { table.payload(at: index).takeUnretainedValue().markDirty(iova, length) }
             return (takeShortPinLocked(), host + Int(iova - start))
         }
     }
@@ -336,15 +348,18 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// `count` bytes from `iova` would wrap past 2^64 (a guest's descriptor may say so): they reach nothing.
     static func wraps(_ iova: UInt64, _ count: Int) -> Bool { count > 0 && UInt64(count - 1) > UInt64.max - iova }
 
-    /// The entry mapping `address` and its IOVA (the table's key).
-    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError) -> (iova: UInt64, entry: DMATableEntry) {
-        guard let (iova, entry) = table.floor(address), address <= entry.last, !entry.removing else {
+    /// The entry mapping `address`, its IOVA (the table's key) and its place in the table. Reads
+    /// the table's keys and entries only, unless a page of some client file ever faulted.
+    @inline(__always)
+    private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError)
+        -> (iova: UInt64, entry: DMATableEntry, index: SortedChunkMap<DMATableEntry, Unmanaged<DMAMapping>>.Index) {
+        guard let (index, iova, entry) = table.floorEntry(address), address <= entry.last(iova), !entry.removing else {
             throw .notMapped(address)
         }
         if access.contains(.read) && !entry.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
         if access.contains(.write) && !entry.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
-        guard !entry.isFaulted else { throw .memoryGone(address) }
-        return (iova, entry)
+        if clinux_fault_guard_any() != 0 && table.payload(at: index).takeUnretainedValue().isFaulted { throw .memoryGone(address) }
+        return (iova, entry, index)
     }
 
     /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
@@ -388,11 +403,12 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         while offset < count {
             let address = iova &+ UInt64(offset)
             let (mapping, chunk, host, parity) = try lock.withLock { () throws(DMAError) in
-                let (start, entry) = try lookupLocked(address, access: access)
-                let chunk = Int(min(UInt64(count - offset), entry.last - address + 1))
-                guard let host = entry.host else { return (entry.mapping, chunk, nil as UnsafeMutableRawPointer?, -1) }
-                if access.contains(.write) { entry.mapping.markDirty(address, chunk) }
-                return (entry.mapping, chunk, host + Int(address - start), takeShortPinLocked())
+                let (start, entry, index) = try lookupLocked(address, access: access)
+                let chunk = Int(min(UInt64(count - offset), entry.last(start) - address + 1))
+                let mapping = table.payload(at: index).takeUnretainedValue()
+                guard let host = entry.host else { return (mapping, chunk, nil as UnsafeMutableRawPointer?, -1) }
+                if access.contains(.write) { mapping.markDirty(address, chunk) }
+                return (mapping, chunk, host + Int(address - start), takeShortPinLocked())
             }
             if let host {
                 defer { releaseShort(parity) }
@@ -422,8 +438,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     public var mappings: [DMAMappingInfo] {
         lock.withLock {
             table.entries.map {
-                DMAMappingInfo(iova: $0.key, size: $0.value.mapping.size, flags: $0.value.flags,
-                               hasFileDescriptor: $0.value.host != nil, pins: $0.value.mapping.pins)
+                let mapping = $0.payload.takeUnretainedValue()
+                return DMAMappingInfo(iova: $0.key, size: mapping.size, flags: mapping.flags,
+                                      hasFileDescriptor: $0.value.host != nil, pins: mapping.pins)
             }
         }
     }
