@@ -285,7 +285,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// marks what it writes (`PinnedMapping.markDirty`).
     public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
         try lock.withLock { () throws(DMAError) in
-            guard let (index, start, entry) = table.floorEntry(iova), iova <= entry.last(start), !entry.removing else {
+            guard let (index, start, entry) = table.floorEntryInPlace(iova), iova <= entry.last(start), !entry.removing else {
                 throw .notMapped(iova)
             }
             guard entry.host != nil else { return nil } // message mode
@@ -353,7 +353,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     @inline(__always)
     private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError)
         -> (iova: UInt64, entry: DMATableEntry, index: SortedChunkMap<DMATableEntry, Unmanaged<DMAMapping>>.Index) {
-        guard let (index, iova, entry) = table.floorEntry(address), address <= entry.last(iova), !entry.removing else {
+        guard let (index, iova, entry) = table.floorEntryInPlace(address), address <= entry.last(iova), !entry.removing else {
             throw .notMapped(address)
         }
         if access.contains(.read) && !entry.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
