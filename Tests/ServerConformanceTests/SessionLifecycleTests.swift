@@ -51,7 +51,11 @@ struct SessionLifecycleTests {
             try client.negotiate()
             #expect(try client.deviceInfo().numRegions == 9, "cycle \(cycle)")
             if cycle % 2 == 1 { _ = cut.prefix(1 + cycle % 31).withUnsafeBytes { write(client.socket.rawValue, $0.baseAddress, $0.count) } }
-            // The client drops its socket (close, not shutdown): the next connect races the old session's end.
+            // The client hangs up and drops its socket: the next connect races the old session's end.
+            // The hang-up is a shutdown before the close: the tests beside this one spawn servers, and
+            // a child holds a copy of every fd of this process until its exec, so a close alone is not
+            // always the last reference (the server then rightly sees a client still connected).
+            UnixSocket.shutdown(client.socket)
         }
         server.waitDetached()
         #expect(server.endpoint.clientsRefused == 0)
