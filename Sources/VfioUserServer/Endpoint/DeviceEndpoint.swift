@@ -97,11 +97,9 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
     /// A client that closes and reconnects at once arrives before its old session has read the
     /// hang-up: that session is finishing (its last messages, then the device reset), so the
     /// newcomer waits for it, as it would in a listen backlog, rather than being refused. A session
-    /// whose client is still connected is not waited for. A session that has hung up always ends,
-    /// but not always soon on a loaded machine: 5 s fell short once in two runs of the whole test
-    /// suite on two busy CPUs, hence 30.
+    /// whose client is still connected is not waited for.
     private func waitForHungUpSessionLocked() {
-        let deadline = monotonicNanoseconds() + 30_000_000_000
+        let deadline = monotonicNanoseconds() + 5_000_000_000
         while !stopped, let active, UnixSocket.peerHasHungUp(active.socket.descriptor), monotonicNanoseconds() < deadline {
             lock.wait(milliseconds: 50)
         }
