@@ -32,9 +32,9 @@ final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap 
 
 /// A mapping as the table's lookups see it, in 16 bytes: with the keys, the part of the table a
 /// lookup reads. At 65,535 mappings that is 1.5 MiB, where the 40-byte entries this replaced (the
-/// mapping's reference, last address, fault-guard slot and flags inline) made it 3.1 MiB and a
-/// memory miss of nearly every lookup. The `DMAMapping` itself is
-/// the table's payload, read only by pins, dirty marking and unmaps. Guarded by the space's lock.
+/// mapping's reference, last address, fault-guard slot and flags inline) made it 3.0 MiB and a
+/// memory miss of nearly every lookup. The `DMAMapping` itself is the table's payload, read only
+/// by pins, dirty marking and unmaps. Guarded by the space's lock.
 struct DMATableEntry {
     /// The host address of the mapping's first byte; nil for a message-mode mapping.
     let host: UnsafeMutableRawPointer?

@@ -6,11 +6,12 @@ import CLinux
 /// Values are what lookups read and payloads what only the rare paths need, in arrays of their
 /// own: a lookup loads the keys and one value, so a small value keeps the whole searched part of
 /// a large map in cache (at 65,535 DMA mappings: 512 KiB of keys and 1 MiB of 16-byte values,
-/// where one array of 40-byte records was 2.6 MiB and a memory miss per lookup).
+/// where one array of 40-byte records was 2.5 MiB and a memory miss per lookup).
 ///
 /// A lookup is a branchless binary search of the directory, then a count of the keys <= the key in
 /// one 512-byte block (its eight cache lines load in parallel; a binary search there measured
-/// slower): O(log n) with few cache lines touched and no data-dependent branches to mispredict. Insert and remove move at most one block (64 entries) plus, on a split or a merge,
+/// slower): O(log n) with few cache lines touched and no data-dependent branches to mispredict.
+/// Insert and remove move at most one block (64 entries) plus, on a split or a merge,
 /// the directory (n/32 to n/64 entries). Blocks live anywhere in the flat arrays and are reused, so
 /// nothing else moves. At the 65,535 mappings vfio-user allows this stays flat where one sorted
 /// array would move half a megabyte per insert, without a balanced tree's per-node allocations.
@@ -58,12 +59,11 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
 
     /// The position of the greatest key <= `key`.
     @inline(__always)
-    public func floorIndex(_ key: UInt64) -> Index? {
+    private func floorIndex(_ key: UInt64) -> Index? {
         guard let (_, block, index) = locate(key) else { return nil }
         return Index(slot: block * Self.blockCapacity + index)
     }
 
-    @inline(__always) public func key(at index: Index) -> UInt64 { keys[index.slot] }
     @inline(__always) public func value(at index: Index) -> Value { values[index.slot] }
     public func payload(at index: Index) -> Payload { payloads[index.slot]! }
 
@@ -98,14 +98,6 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     public func floorEntry(_ key: UInt64) -> (index: Index, key: UInt64, value: Value)? {
         guard let index = floorIndex(key) else { return nil }
         return (index, keys[index.slot], values[index.slot])
-    }
-
-    /// `floorEntry` through an exclusive access. On a map stored in a class a shared access copies
-    /// the whole struct, a retain and release of each of its seven arrays (perf: more than the
-    /// search at one mapping); an exclusive access reads it in place. Nothing is changed.
-    @inline(__always)
-    public mutating func floorEntryInPlace(_ key: UInt64) -> (index: Index, key: UInt64, value: Value)? {
-        floorEntry(key)
     }
 
     /// The entry with the smallest key >= `key`.
