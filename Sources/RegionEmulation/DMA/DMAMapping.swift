@@ -57,8 +57,7 @@ struct DMATableEntry {
     @inline(__always)
     func last(_ start: UInt64) -> UInt64 { start + (bits & Self.sizeMask) }
 
-    /// (READ and WRITE are bits 0 and 1: a literal mask, where `DMAMapFlags.known`, a global, is a call.)
-    var flags: DMAMapFlags { DMAMapFlags(rawValue: UInt32(truncatingIfNeeded: bits >> Self.flagsShift) & 3) }
+    var flags: DMAMapFlags { DMAMapFlags(rawValue: UInt32(truncatingIfNeeded: bits >> Self.flagsShift) & DMAMapFlags.known.rawValue) }
 
     /// An unmap is under way (waiting for pins, or given up on them): no new access, no repeat map.
     var removing: Bool {

@@ -41,7 +41,7 @@ public struct DMAMapFlags: OptionSet, Hashable, Sendable {
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
     @inlinable public static var read: DMAMapFlags { DMAMapFlags(rawValue: 1 << 0) }
     @inlinable public static var write: DMAMapFlags { DMAMapFlags(rawValue: 1 << 1) }
-    public static let known: DMAMapFlags = [.read, .write]
+    @inlinable public static var known: DMAMapFlags { DMAMapFlags(rawValue: 0b11) } // read | write
 }
 
 /// DMA_UNMAP request and reply (spec "VFIO_USER_DMA_UNMAP"): 24 bytes; the reply echoes the request.

@@ -60,7 +60,7 @@ public struct MessageFlags: OptionSet, Hashable, Sendable {
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Type 0: a request.
-    public static let command: MessageFlags = []
+    @inlinable public static var command: MessageFlags { MessageFlags(rawValue: 0) }
     /// Type 1: a reply.
     @inlinable public static var reply: MessageFlags { MessageFlags(rawValue: 1) }
     /// The request must not be answered, not even with an error.
@@ -68,11 +68,11 @@ public struct MessageFlags: OptionSet, Hashable, Sendable {
     /// The reply carries an errno.
     @inlinable public static var error: MessageFlags { MessageFlags(rawValue: 0x20) }
 
-    public static let typeMask: UInt32 = 0xF
-    public static let known: UInt32 = typeMask | 0x10 | 0x20
+    @inlinable public static var typeMask: UInt32 { 0xF }
+    @inlinable public static var known: UInt32 { typeMask | 0x10 | 0x20 }
 
     /// The type nibble: 0 command, 1 reply, anything else invalid.
-    public var type: UInt32 { rawValue & MessageFlags.typeMask }
-    public var isCommand: Bool { type == 0 }
-    public var isReply: Bool { type == 1 }
+    @inlinable public var type: UInt32 { rawValue & MessageFlags.typeMask }
+    @inlinable public var isCommand: Bool { type == 0 }
+    @inlinable public var isReply: Bool { type == 1 }
 }
