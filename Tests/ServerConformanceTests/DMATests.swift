@@ -184,7 +184,8 @@ struct DMATests {
     }
 
     /// The table packs each mapping's size with its flags: the largest size allowed (2^52) and
-    /// the flags both survive, and so do they when an unmap marks the entry removing.
+    /// the flags both survive the packing (its last page overlaps, the next byte does not; a
+    /// read-only mapping refuses writes; an unmap must name the exact size).
     @Test func theLargestMappingKeepsItsSizeAndFlagsInTheTable() throws {
         let (server, client, _) = try setUp()
         let size = DMASpace.maxMappingSize
