@@ -160,6 +160,42 @@ struct DMATests {
         #expect(server.device.dma.mappingCount == 0)
     }
 
+    /// While an unmap waits for a pin, its mapping is already closed to new accesses (the table
+    /// marks it removing, a bit packed beside its size and flags); the mapping beside it keeps its
+    /// size and flags.
+    @Test func aMappingBeingUnmappedRefusesNewAccesses() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        try client.dmaMap(DMAMapRequest(flags: .read, offset: 0x1000, address: Self.iova + 0x1000, size: 0x1000), fd: memory.fd.descriptor)
+        let dma = server.device.dma
+        let pin = try dma.pin(Self.iova, length: 16, access: .read)
+        let refused = Shared<Bool>(false)
+        let neighbourIntact = Shared<Bool>(false)
+        let holder = Thread {
+            let deadline = monotonicNanoseconds() + 5_000_000_000
+            while !refused.value && monotonicNanoseconds() < deadline {
+                do throws(DMAError) {
+                    try dma.pin(Self.iova + 8, length: 8, access: .read).release()
+                    usleep(1000)
+                } catch {
+                    refused.value = error == .notMapped(Self.iova + 8)
+                }
+            }
+            let readable = (try? dma.withPinned(Self.iova + 0x1000, length: 0x1000, access: .read) { $0.count }) == 0x1000
+            let writeRefused: Bool
+            do throws(DMAError) { try dma.pin(Self.iova + 0x1000, length: 8, access: .write).release(); writeRefused = false } catch {
+                writeRefused = error == .accessDenied(address: Self.iova + 0x1000, write: true)
+            }
+            neighbourIntact.value = readable && writeRefused
+            pin.release()
+        }
+        try client.dmaUnmap(DMAUnmapRequest(address: Self.iova, size: 0x1000))
+        holder.join()
+        #expect(refused.value, "a new pin while the unmap waited was refused")
+        #expect(neighbourIntact.value)
+        #expect(dma.mappings.map(\.iova) == [Self.iova + 0x1000])
+    }
+
     @Test func unmapWaitsForAnAccessInProgressOnAnotherThread() throws {
         let (server, client, memory) = try setUp()
         try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
