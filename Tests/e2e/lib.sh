@@ -18,9 +18,11 @@ e2e_setup() {
   E2E_NAME=$1
   ROOT=$("$E2E_DIR/qemu-root.sh")
   [ -x "$SERVER_BIN" ] || fail "no server binary at $SERVER_BIN (run swift build)"
-  guest_dir=/run/e2e-$E2E_NAME-$$
-  work=$ROOT$guest_dir
-  mkdir -p "$work"
+  # A directory of its own even when a run killed before its cleanup left one behind (PIDs repeat,
+  # most of all in a fresh container, and a stale socket there would pass for a listening server).
+  mkdir -p "$ROOT/run"
+  work=$(mktemp -d "$ROOT/run/e2e-$E2E_NAME-XXXXXX")
+  guest_dir=${work#"$ROOT"}
   mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
   server_pids=()
@@ -49,10 +51,24 @@ e2e_cleanup() {
 }
 
 # netns_create: a network namespace for the test's traffic (deleted on exit); in_netns runs in it.
+# Its name carries this shell's PID and a random part. Namespaces a killed run left behind (empty,
+# their creator gone) are removed first; a name that is still taken is not reused.
 netns_create() {
-  E2E_NETNS=vfu-e2e-$$
-  ip netns add "$E2E_NETNS"
-  ip netns exec "$E2E_NETNS" ip link set lo up
+  local name creator
+  for name in $(ip netns list | awk '/^vfu-e2e-/ { print $1 }'); do
+    creator=${name#vfu-e2e-}; creator=${creator%%-*}
+    kill -0 "$creator" 2>/dev/null && continue
+    [ -z "$(ip netns pids "$name" 2>/dev/null)" ] && ip netns del "$name" 2>/dev/null
+  done
+  for _ in 1 2 3 4 5; do
+    name=vfu-e2e-$$-$RANDOM
+    if ip netns add "$name" 2>/dev/null; then
+      E2E_NETNS=$name
+      ip netns exec "$E2E_NETNS" ip link set lo up
+      return 0
+    fi
+  done
+  fail "could not create a network namespace (last tried $name)"
 }
 in_netns() { ip netns exec "$E2E_NETNS" "$@"; }
 
