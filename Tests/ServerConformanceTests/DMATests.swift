@@ -219,9 +219,10 @@ struct DMATests {
         #expect(throws: DMAError.self) { try dma.withPinned(Self.iova, length: 16, access: .read) { _ in 0 } }
     }
 
-    /// The table packs each mapping's size with its flags: the largest size allowed (2^52) and
-    /// the flags both survive the packing (its last page overlaps, the next byte does not; a
-    /// read-only mapping refuses writes; an unmap must name the exact size).
+    /// The table packs each mapping's flags with its size, or with a note that the size is the
+    /// mapping's: the largest size allowed (2^52) and the flags both survive (its last page
+    /// overlaps, the next byte does not; a read-only mapping refuses writes; an unmap must name
+    /// the exact size).
     @Test func theLargestMappingKeepsItsSizeAndFlagsInTheTable() throws {
         let (server, client, _) = try setUp()
         let size = DMASpace.maxMappingSize
@@ -236,6 +237,32 @@ struct DMATests {
         expectErrno(.noSuchFileOrDirectory) { try client.dmaUnmap(DMAUnmapRequest(address: 0, size: size - 0x1000)) }
         try client.dmaUnmap(DMAUnmapRequest(address: 0, size: size))
         #expect(dma.mappings.map(\.iova) == [size])
+    }
+
+    /// The table keeps a page-sized mapping up to 64 GiB in its entry and anything else (a size in
+    /// bytes, a larger one) in the mapping: each form ends where it should, with the right memory.
+    @Test func entriesInTheTableAndEntriesThatEscapeItEndWhereTheyShould() throws {
+        let (server, client, memory) = try setUp()
+        let dma = server.device.dma
+        // Message mode: 64 GiB is the largest kept in the entry, 64 GiB and a page is not.
+        for (address, size) in [(UInt64(1) << 40, UInt64(1) << 36), (UInt64(1) << 41, (UInt64(1) << 36) + 0x1000)] {
+            try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: address, size: size))
+            expectErrno(.fileExists) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: address + size - 0x1000, size: 0x1000)) }
+            try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: address + size, size: 0x1000))
+            #expect(throws: DMAError.messageMode(address + size - 1)) { try dma.pin(address + size - 1, length: 1, access: .write) }
+            #expect(throws: DMAError.accessDenied(address: address + size, write: true)) { try dma.pin(address + size, length: 1, access: .write) }
+        }
+        // With an fd: a size in bytes (0x1800), then a page-sized neighbour right after it.
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0x3000, address: Self.iova, size: 0x1800), fd: memory.fd.descriptor)
+        expectErrno(.fileExists) { try client.dmaMap(DMAMapRequest(flags: .read, offset: 0, address: Self.iova + 0x17FF, size: 0x1000), fd: memory.fd.descriptor) }
+        #expect(throws: DMAError.notMapped(Self.iova + 0x1800)) { try dma.pin(Self.iova + 0x1800, length: 1, access: .read) }
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0x8000, address: Self.iova + 0x1800, size: 0x1000), fd: memory.fd.descriptor)
+        try [UInt8(0xA1), 0xB2].withUnsafeBytes { try dma.write(Self.iova + 0x17FF, from: $0) }
+        #expect(memory.read(0x3000 + 0x17FF, 1) == [0xA1])
+        #expect(memory.read(0x8000, 1) == [0xB2])
+        let pin = try dma.pin(Self.iova + 0x17FE, length: 4, access: .read)
+        #expect(pin.segments.map(\.count) == [2, 2])
+        pin.release()
     }
 
     @Test func aMappingThatEndsAtTwoToTheSixtyFourIsReachedWithoutOverflow() throws {

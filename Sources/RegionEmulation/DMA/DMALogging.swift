@@ -82,9 +82,9 @@ extension DMASpace {
         var bitmap = [UInt64](repeating: 0, count: (pages + 63) / 64)
         let shift = UInt64(pageSize.trailingZeroBitCount)
         let last = iova &+ (size - 1)
-        table.forEach { start, entry, reference in
+        table.forEach { _, _, reference in
             let mapping = reference.takeUnretainedValue()
-            let mappingLast = entry.last(start) // not `end - 1`: a mapping may end at 2^64
+            let mappingLast = mapping.last // not `end - 1`: a mapping may end at 2^64
             guard mappingLast >= iova, mapping.iova <= last else { return }
             let firstPage = Int((max(mapping.iova, iova) - mapping.iova) >> Self.pageShift)
             let lastPage = Int((min(mappingLast, last) - mapping.iova) >> Self.pageShift)

@@ -30,32 +30,57 @@ final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap 
     }
 }
 
-/// A mapping as the table's lookups see it, in 16 bytes: with the keys, the part of the table a
-/// lookup reads. At 65,535 mappings that is 1.5 MiB, where the 40-byte entries this replaced (the
-/// mapping's reference, last address, fault-guard slot and flags inline) made it 3.0 MiB and a
-/// memory miss of nearly every lookup. The `DMAMapping` itself is the table's payload, read only
-/// by pins, dirty marking and unmaps. Guarded by the space's lock.
+/// A mapping as the table's lookups see it, in 8 bytes: with the keys, the part of the table a
+/// lookup reads. At 65,535 mappings that is 1 MiB (the 16-byte entries before made it 1.5 MiB, the
+/// 40-byte records before those 3.0 MiB, and a memory miss of nearly every lookup). The
+/// `DMAMapping` itself is the table's payload, read by pins, dirty marking and unmaps, and by a
+/// lookup only for a mapping too odd to fit here. Guarded by the space's lock.
+///
+/// Bits: `removing` at 63, the map flags at 60-62, `escaped` at 59. A compact entry (a page-aligned
+/// host address below 2^47, a size that is a whole number of pages up to 64 GiB: every mapping QEMU
+/// makes but huge guest RAM) keeps the host page at 24-58 (0 for message mode: page 0 is never
+/// mapped) and the page count - 1 at 0-23. An escaped entry keeps only the flags and `removing`;
+/// its size and host address are the mapping's.
 struct DMATableEntry {
-    /// The host address of the mapping's first byte; nil for a message-mode mapping.
-    let host: UnsafeMutableRawPointer?
-    /// size - 1 in the low 52 bits (DMA_MAP refuses sizes over 2^52), the map flags from bit 60,
-    /// and `removing` at bit 63.
     private var bits: UInt64
 
-    private static var sizeMask: UInt64 { (1 << 52) - 1 }
+    private static var pageCountBits: UInt64 { 24 }
+    private static var hostPageShift: UInt64 { 24 }
+    private static var hostPageBits: UInt64 { 35 }
+    private static var escapedBit: UInt64 { 1 << 59 }
     private static var flagsShift: UInt64 { 60 }
     private static var removingBit: UInt64 { 1 << 63 }
 
     init(_ mapping: DMAMapping) {
-        precondition(mapping.size - 1 <= Self.sizeMask && mapping.flags.rawValue & ~DMAMapFlags.known.rawValue == 0)
-        host = mapping.memory.map { $0.base + mapping.memoryOffset }
-        bits = (mapping.size - 1) | UInt64(mapping.flags.rawValue) << Self.flagsShift
+        precondition(mapping.flags.rawValue & ~DMAMapFlags.known.rawValue == 0)
+        bits = UInt64(mapping.flags.rawValue) << Self.flagsShift
+        let pageMask = UInt64(DMASpace.pageSize - 1)
+        let host = UInt64(UInt(bitPattern: mapping.host))
+        let pages = mapping.size >> DMASpace.pageShift
+        if mapping.size & pageMask == 0, pages - 1 < 1 << Self.pageCountBits,
+           host & pageMask == 0, host >> DMASpace.pageShift < 1 << Self.hostPageBits {
+            bits |= (host >> DMASpace.pageShift) << Self.hostPageShift | (pages - 1)
+        } else {
+            bits |= Self.escapedBit
+        }
     }
 
-    /// The last address mapped, for a mapping that starts at `start` (the table's key). Not the
-    /// end, which may be 2^64.
+    /// The size and host address are the mapping's (`DMASpace.resolveLocked`), not here.
     @inline(__always)
-    func last(_ start: UInt64) -> UInt64 { start + (bits & Self.sizeMask) }
+    var isEscaped: Bool { bits & Self.escapedBit != 0 }
+
+    /// The last address mapped, for a compact entry whose mapping starts at `start` (the table's
+    /// key). Not the end, which may be 2^64.
+    @inline(__always)
+    func last(_ start: UInt64) -> UInt64 {
+        start + ((bits & ((1 << Self.pageCountBits) - 1)) << DMASpace.pageShift | UInt64(DMASpace.pageSize - 1))
+    }
+
+    /// The host address of a compact entry's first byte; nil for a message-mode mapping.
+    @inline(__always)
+    var host: UnsafeMutableRawPointer? {
+        UnsafeMutableRawPointer(bitPattern: UInt((bits >> Self.hostPageShift) & ((1 << Self.hostPageBits) - 1)) << DMASpace.pageShift)
+    }
 
     var flags: DMAMapFlags { DMAMapFlags(rawValue: UInt32(truncatingIfNeeded: bits >> Self.flagsShift) & DMAMapFlags.known.rawValue) }
 
@@ -76,6 +101,8 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
     let memory: MappedMemory?
     /// Where `iova` lies in `memory` (the fd offset rounded down to a page leaves this remainder).
     let memoryOffset: Int
+    /// The host address of `iova`; nil in message mode.
+    let host: UnsafeMutableRawPointer?
     let fileOffset: UInt64
     let fileIdentity: FileIdentity?
 
@@ -98,6 +125,7 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
         self.flags = flags
         self.memory = memory
         self.memoryOffset = memoryOffset
+        host = memory.map { $0.base + memoryOffset }
         self.fileOffset = fileOffset
         self.fileIdentity = fileIdentity
         let pages = Int((size + UInt64(DMASpace.pageSize) - 1) / UInt64(DMASpace.pageSize))
@@ -129,7 +157,7 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
     var isFaulted: Bool { memory?.faulted ?? false }
 
     func hostAddress(_ address: UInt64) -> UnsafeMutableRawPointer {
-        memory!.base + memoryOffset + Int(address - iova)
+        host! + Int(address - iova)
     }
 
     /// Marks `[address, address + length)` dirty. Lock-free: any thread, any time.

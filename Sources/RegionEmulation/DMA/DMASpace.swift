@@ -152,8 +152,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     }
 
     private func overlapCheckLocked(_ first: UInt64, _ last: UInt64) throws(DMAError) {
-        let (below, above) = inPlace { ($0.floor(first), $0.ceiling(first)?.key) }
-        if let below, below.value.last(below.key) >= first {
+        let (below, above) = inPlace { ($0.floorEntry(first), $0.ceiling(first)?.key) }
+        if let below, resolveLocked(below.key, below.value, below.index).last >= first {
             throw .overlaps(address: first, size: last - first + 1)
         }
         if let above, above <= last {
@@ -272,9 +272,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             var address = iova
             var remaining = UInt64(length)
             while remaining > 0 {
-                let (start, entry, index) = try lookupLocked(address, access: access)
-                guard let host = entry.host else { throw .messageMode(address) }
-                let chunk = min(remaining, entry.last(start) - address + 1)
+                let (start, last, host, index) = try lookupLocked(address, access: access)
+                guard let host else { throw .messageMode(address) }
+                let chunk = min(remaining, last - address + 1)
                 segments.append(UnsafeMutableRawBufferPointer(start: host + Int(address - start), count: Int(chunk)))
                 mappings.append(mappingLocked(at: index))
                 address &+= chunk
@@ -299,10 +299,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// marks what it writes (`PinnedMapping.markDirty`).
     public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
         try lock.withLock { () throws(DMAError) in
-            guard let (index, start, entry) = inPlace({ $0.floorEntry(iova) }), iova <= entry.last(start), !entry.removing else {
-                throw .notMapped(iova)
-            }
-            guard entry.host != nil else { return nil } // message mode
+            guard let (index, start, entry) = inPlace({ $0.floorEntry(iova) }), !entry.removing else { throw .notMapped(iova) }
+            let (last, host) = resolveLocked(start, entry, index)
+            guard iova <= last else { throw .notMapped(iova) }
+            guard host != nil else { return nil } // message mode
             let mapping = mappingLocked(at: index)
             guard !mapping.isFaulted else { throw .memoryGone(iova) }
             mapping.pins += 1
@@ -323,9 +323,8 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     @usableFromInline
     func acquire(_ iova: UInt64, length: Int, access: DMAAccess) throws(DMAError) -> (parity: Int, host: UnsafeMutableRawPointer) {
         try lock.withLock { () throws(DMAError) in
-            let (start, entry, index) = try lookupLocked(iova, access: access)
-            guard let host = entry.host else { throw .messageMode(iova) }
-            let last = entry.last(start)
+            let (start, last, host, index) = try lookupLocked(iova, access: access)
+            guard let host else { throw .messageMode(iova) }
             guard UInt64(length) <= last - iova + 1 else { throw .notMapped(last &+ 1) }
             if access.contains(.write) { mappingLocked(at: index).markDirty(iova, length) }
             return (takeShortPinLocked(), host + Int(iova - start))
@@ -362,18 +361,29 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// `count` bytes from `iova` would wrap past 2^64 (a guest's descriptor may say so): they reach nothing.
     static func wraps(_ iova: UInt64, _ count: Int) -> Bool { count > 0 && UInt64(count - 1) > UInt64.max - iova }
 
-    /// The entry mapping `address`, its IOVA (the table's key) and its place in the table. Reads
-    /// the table's keys and entries only, unless a page of some client file ever faulted.
+    /// The mapping that maps `address`: its IOVA (the table's key), last address, host address (nil
+    /// in message mode) and place in the table. Reads the table's keys and entries only, unless the
+    /// entry is escaped or a page of some client file ever faulted.
     @inline(__always)
     private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError)
-        -> (iova: UInt64, entry: DMATableEntry, index: Table.Index) {
-        guard let (index, iova, entry) = inPlace({ $0.floorEntry(address) }), address <= entry.last(iova), !entry.removing else {
-            throw .notMapped(address)
-        }
+        -> (iova: UInt64, last: UInt64, host: UnsafeMutableRawPointer?, index: Table.Index) {
+        guard let (index, iova, entry) = inPlace({ $0.floorEntry(address) }), !entry.removing else { throw .notMapped(address) }
+        let (last, host) = resolveLocked(iova, entry, index)
+        guard address <= last else { throw .notMapped(address) }
         if access.contains(.read) && !entry.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
         if access.contains(.write) && !entry.flags.contains(.write) { throw .accessDenied(address: address, write: true) }
         if clinux_fault_guard_any() != 0 && mappingLocked(at: index).isFaulted { throw .memoryGone(address) }
-        return (iova, entry, index)
+        return (iova, last, host, index)
+    }
+
+    /// The last address and host address (nil in message mode) of the mapping at `index`, whose key
+    /// is `start`: from its entry, or from the mapping when the entry is escaped. Lock held.
+    @inline(__always)
+    private func resolveLocked(_ start: UInt64, _ entry: DMATableEntry, _ index: Table.Index)
+        -> (last: UInt64, host: UnsafeMutableRawPointer?) {
+        guard entry.isEscaped else { return (entry.last(start), entry.host) }
+        let mapping = mappingLocked(at: index)
+        return (mapping.last, mapping.host)
     }
 
     /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
@@ -417,10 +427,10 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         while offset < count {
             let address = iova &+ UInt64(offset)
             let (mapping, chunk, host, parity) = try lock.withLock { () throws(DMAError) in
-                let (start, entry, index) = try lookupLocked(address, access: access)
-                let chunk = Int(min(UInt64(count - offset), entry.last(start) - address + 1))
+                let (start, last, host, index) = try lookupLocked(address, access: access)
+                let chunk = Int(min(UInt64(count - offset), last - address + 1))
                 let mapping = mappingLocked(at: index)
-                guard let host = entry.host else { return (mapping, chunk, nil as UnsafeMutableRawPointer?, -1) }
+                guard let host else { return (mapping, chunk, nil as UnsafeMutableRawPointer?, -1) }
                 if access.contains(.write) { mapping.markDirty(address, chunk) }
                 return (mapping, chunk, host + Int(address - start), takeShortPinLocked())
             }
@@ -454,7 +464,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             table.entries.map {
                 let mapping = $0.payload.takeUnretainedValue()
                 return DMAMappingInfo(iova: $0.key, size: mapping.size, flags: mapping.flags,
-                                      hasFileDescriptor: $0.value.host != nil, pins: mapping.pins)
+                                      hasFileDescriptor: !mapping.isMessageMode, pins: mapping.pins)
             }
         }
     }

@@ -5,12 +5,13 @@ import CLinux
 ///
 /// Values are what lookups read and payloads what only the rare paths need, in arrays of their
 /// own: a lookup loads the keys and one value, so a small value keeps the whole searched part of
-/// a large map in cache (at 65,535 DMA mappings: 512 KiB of keys and 1 MiB of 16-byte values,
+/// a large map in cache (at 65,535 DMA mappings: 512 KiB of keys and 512 KiB of 8-byte values,
 /// where one array of 40-byte records was 2.5 MiB and a memory miss per lookup).
 ///
-/// A lookup is a branchless binary search of the directory, then a count of the keys <= the key in
-/// one 512-byte block (its eight cache lines load in parallel; a binary search there measured
-/// slower): O(log n) with few cache lines touched and no data-dependent branches to mispredict.
+/// A lookup is a branchless binary search of the directory, then a count in one 512-byte block
+/// (of the first keys of its groups of eight, then of one group's keys; the loads are independent,
+/// where a binary search there measured slower): O(log n) with few cache lines touched and no
+/// data-dependent branches to mispredict.
 /// Insert and remove move at most one block (64 entries) plus, on a split or a merge,
 /// the directory (n/32 to n/64 entries). Blocks live anywhere in the flat arrays and are reused, so
 /// nothing else moves. At the 65,535 mappings vfio-user allows this stays flat where one sorted
