@@ -156,10 +156,6 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
     /// The client's file shrank under this mapping: it is not to be used any more.
     var isFaulted: Bool { memory?.faulted ?? false }
 
-    func hostAddress(_ address: UInt64) -> UnsafeMutableRawPointer {
-        host! + Int(address - iova)
-    }
-
     /// Marks `[address, address + length)` dirty. Lock-free: any thread, any time.
     @usableFromInline
     func markDirty(_ address: UInt64, _ length: Int) {

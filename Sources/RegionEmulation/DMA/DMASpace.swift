@@ -283,7 +283,7 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
             for (mapping, segment) in zip(mappings, segments) {
                 mapping.pins += 1
                 if access.contains(.write) {
-                    let start = mapping.iova + UInt64(segment.baseAddress! - mapping.hostAddress(mapping.iova))
+                    let start = mapping.iova + UInt64(segment.baseAddress! - mapping.host!)
                     mapping.markDirty(start, segment.count)
                 }
             }
@@ -518,7 +518,7 @@ public struct PinnedMapping: @unchecked Sendable { // The mapping's mutable stat
     public var flags: DMAMapFlags { mapping.flags }
     /// The host address of `iova` (which must lie in the mapping).
     @inlinable public func host(_ iova: UInt64) -> UnsafeMutableRawPointer { hostBase + Int(iova - self.iova) }
-    @usableFromInline var hostBase: UnsafeMutableRawPointer { mapping.hostAddress(mapping.iova) }
+    @usableFromInline var hostBase: UnsafeMutableRawPointer { mapping.host! }
     /// Marks device writes dirty (lock-free).
     public func markDirty(_ iova: UInt64, _ length: Int) { mapping.markDirty(iova, length) }
 }

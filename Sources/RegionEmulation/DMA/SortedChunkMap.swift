@@ -58,13 +58,6 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         let slot: Int
     }
 
-    /// The position of the greatest key <= `key`.
-    @inline(__always)
-    private func floorIndex(_ key: UInt64) -> Index? {
-        guard let (_, block, index) = locate(key) else { return nil }
-        return Index(slot: block * Self.blockCapacity + index)
-    }
-
     @inline(__always) public func value(at index: Index) -> Value { values[index.slot] }
     public func payload(at index: Index) -> Payload { payloads[index.slot]! }
 
@@ -74,10 +67,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         return Index(slot: block * Self.blockCapacity + index)
     }
 
-    public subscript(key: UInt64) -> Value? {
-        guard let index = index(of: key) else { return nil }
-        return values[index.slot]
-    }
+    public subscript(key: UInt64) -> Value? { index(of: key).map { values[$0.slot] } }
 
     /// Changes the value stored under `key` in place; false if the key is absent.
     @discardableResult
@@ -87,19 +77,16 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         return true
     }
 
-    /// The entry with the greatest key <= `key`.
-    @inline(__always)
-    public func floor(_ key: UInt64) -> (key: UInt64, value: Value)? {
-        guard let index = floorIndex(key) else { return nil }
-        return (keys[index.slot], values[index.slot])
-    }
-
-    /// `floor` with the entry's position.
+    /// The entry with the greatest key <= `key`, and its position.
     @inline(__always)
     public func floorEntry(_ key: UInt64) -> (index: Index, key: UInt64, value: Value)? {
-        guard let index = floorIndex(key) else { return nil }
-        return (index, keys[index.slot], values[index.slot])
+        guard let (_, block, index) = locate(key) else { return nil }
+        let slot = block * Self.blockCapacity + index
+        return (Index(slot: slot), keys[slot], values[slot])
     }
+
+    /// `floorEntry` without the position.
+    public func floor(_ key: UInt64) -> (key: UInt64, value: Value)? { floorEntry(key).map { ($0.key, $0.value) } }
 
     /// The entry with the smallest key >= `key`.
     public func ceiling(_ key: UInt64) -> (key: UInt64, value: Value)? {
