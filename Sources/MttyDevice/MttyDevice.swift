@@ -4,6 +4,11 @@ import VfioUserProto
 
 /// The kernel's mtty sample as a vfio-user device model: a PCI serial card with one or two 16550A
 /// UARTs (one per I/O BAR) whose output loops back into their input, sharing one interrupt.
+///
+/// Its IRQ info follows its config space, not the sample's table (quirk 8): INTx with one vector,
+/// no MSI (the sample advertises one MSI vector that no guest can enable, having no MSI
+/// capability), and, as for every device of this server, ERR and REQ with one eventfd each (REQ
+/// asks the client to let go when the instance is removed by force).
 public final class MttyDevice: DeviceModel {
     /// The sample's identity (devices.md §2a): "Serial controller: Device 4348:3253 (rev 10)
     /// (prog-if 02 [16550])".
