@@ -5,7 +5,10 @@
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$E2E_DIR/../.." && pwd)
 SERVER_BIN=${SERVER_BIN:-$REPO/.build/debug/vfio-user-server}
-E2E_TIMEOUT=${E2E_TIMEOUT:-180}
+# Longer than a guest's own waits add up to (the virtio-net check alone lets its 10 MiB send take
+# 120 s), so that a slow guest reports what timed out instead of being killed: under TCG on a
+# loaded machine (RCU stall warnings in the console) a message-mode guest has taken over 180 s.
+E2E_TIMEOUT=${E2E_TIMEOUT:-360}
 
 source "$E2E_DIR/checks.sh"
 
