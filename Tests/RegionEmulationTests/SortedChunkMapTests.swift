@@ -58,6 +58,77 @@ struct SortedChunkMapTests {
         #expect(map.entries.allSatisfy { $0.value == $0.key &* 7 })
     }
 
+    /// Checks floor, ceiling and exact lookups around every key and at random points.
+    func expectAgreement(_ map: SortedChunkMap<UInt64, Void>, _ reference: [UInt64], _ random: inout Xorshift,
+                         _ label: String) {
+        var probes: [UInt64] = [0, 1, .max, .max - 1]
+        for key in reference { probes += [key, key &- 1, key &+ 1] }
+        for _ in 0..<500 { probes.append(random.next(below: .max)) }
+        for probe in probes {
+            let above = lowerBound(reference, probe)
+            let hit = above < reference.count && reference[above] == probe
+            let floor = hit ? probe : (above > 0 ? reference[above - 1] : nil)
+            #expect(map.floor(probe)?.key == floor, "\(label): floor(\(probe))")
+            #expect(map.ceiling(probe)?.key == (above < reference.count ? reference[above] : nil), "\(label): ceiling(\(probe))")
+            #expect((map[probe] != nil) == hit, "\(label): [\(probe)]")
+        }
+    }
+
+    /// The buckets that find a big map's block answer as the directory's binary search does, for
+    /// keys spread evenly, bunched far apart (at 0, 2^40 and the top of the range), and random over
+    /// all 64 bits; a change to the directory makes them stale, and they come back after lookups.
+    @Test func bucketsAnswerAsTheDirectorySearchDoes() {
+        var random = Xorshift(state: 0x9E37_79B9_7F4A_7C15)
+        let even = (0..<3000).map { UInt64($0) * 8192 + 0x1_0000_0000 }
+        let low: [UInt64] = (0..<1000).map { UInt64($0) * 4096 }
+        let middle: [UInt64] = (0..<1000).map { (1 << 40) + UInt64($0) * 64 }
+        let top: [UInt64] = (0..<1000).map { UInt64.max - UInt64($0) * 3 }
+        let bunched = low + middle + top
+        let scattered: [UInt64] = [0, .max] + (0..<3000).map { _ in random.next(below: .max) }
+        for (name, keys) in [("even", even), ("bunched", bunched), ("scattered", scattered)] {
+            var map = SortedChunkMap<UInt64, Void>()
+            var reference = Array(Set(keys)).sorted()
+            for key in keys.shuffledDeterministically(&random) { map.insert(key, key &* 7, ()) }
+            #expect(map.blockCount >= 16, "\(name): big enough for buckets")
+            expectAgreement(map, reference, &random, "\(name), directory search")
+            for _ in 0..<map.blockCount - 1 { map.noteLookup() }
+            #expect(!map.bucketsAreCurrent, "\(name): built only once lookups outnumber blocks")
+            map.noteLookup()
+            #expect(map.bucketsAreCurrent, "\(name): built")
+            expectAgreement(map, reference, &random, "\(name), buckets")
+
+            // Changes, each checked at once (buckets still current must be right: the change left
+            // the directory as it was) and again once the buckets are back: a key removed, a key
+            // below all others, one past the end, keys in a gap a third of the way in until a
+            // block splits, and enough removals for blocks to empty and merge.
+            for change in 0..<5 {
+                switch change {
+                case 3:
+                    let blocks = map.blockCount
+                    let mid = reference.count / 3
+                    var key = reference[mid] + 1
+                    let end = reference[mid + 1]
+                    while map.blockCount == blocks && key < end {
+                        map.insert(key, 0, ())
+                        reference.insert(key, at: lowerBound(reference, key))
+                        key += 1
+                    }
+                    #expect(map.blockCount > blocks, "\(name): a block split")
+                case 0: map.remove(reference[64 * 3]).map { _ in reference.remove(at: 64 * 3) }
+                case 1: if reference[0] > 0 { map.insert(reference[0] - 1, 0, ()); reference.insert(reference[0] - 1, at: 0) }
+                case 2: if reference.last! < .max { map.insert(reference.last! + 1, 0, ()); reference.append(reference.last! + 1) }
+                default:
+                    for (i, key) in reference.enumerated() where i % 3 != 0 { map.remove(key) }
+                    reference = reference.indices.filter { $0 % 3 == 0 }.map { reference[$0] }
+                }
+                expectAgreement(map, reference, &random, "\(name), right after change \(change)")
+                for _ in 0..<map.blockCount { map.noteLookup() }
+                #expect(map.bucketsAreCurrent || map.blockCount < 16, "\(name), change \(change): rebuilt")
+                expectAgreement(map, reference, &random, "\(name), after change \(change)")
+            }
+        }
+    }
+
     /// Keys in ascending order (how a client usually maps) fill blocks instead of splitting them in
     /// halves, so the keys a lookup searches take half the memory; any order stays correct.
     @Test func ascendingKeysFillTheirBlocks() {
@@ -72,5 +143,16 @@ struct SortedChunkMapTests {
         #expect(descending.floor(8191)?.value == 0)
         #expect(descending.ceiling(8193)?.value == 2)
         #expect(descending.blockCount <= 65 * 2, "split in halves at worst")
+    }
+}
+
+extension Array {
+    /// The elements in an order drawn from `random` (Fisher-Yates), the same on every run.
+    func shuffledDeterministically(_ random: inout SortedChunkMapTests.Xorshift) -> [Element] {
+        var result = self
+        for i in stride(from: result.count - 1, to: 0, by: -1) {
+            result.swapAt(i, Int(random.next(below: UInt64(i + 1))))
+        }
+        return result
     }
 }

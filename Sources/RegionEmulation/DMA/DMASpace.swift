@@ -367,7 +367,9 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     @inline(__always)
     private func lookupLocked(_ address: UInt64, access: DMAAccess) throws(DMAError)
         -> (iova: UInt64, last: UInt64, host: UnsafeMutableRawPointer?, index: Table.Index) {
-        guard let (index, iova, entry) = inPlace({ $0.floorEntry(address) }), !entry.removing else { throw .notMapped(address) }
+        guard let (index, iova, entry) = inPlace({ table in table.noteLookup(); return table.floorEntry(address) }), !entry.removing else {
+            throw .notMapped(address)
+        }
         let (last, host) = resolveLocked(iova, entry, index)
         guard address <= last else { throw .notMapped(address) }
         if access.contains(.read) && !entry.flags.contains(.read) { throw .accessDenied(address: address, write: false) }
