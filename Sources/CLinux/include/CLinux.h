@@ -62,7 +62,13 @@ static inline int clinux_pin_to_cpu(int cpu) {
 /// search. Compilers turn the select of a plain C or Swift version back into a branch, which a
 /// random key mispredicts at every step (measured here: 70 ns instead of 25 ns over 1,000 keys), so
 /// on x86-64 the select is a conditional move written out.
-static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_t key) {
+///
+/// `values` (or NULL), with `stride` bytes per element, parallels `keys`: in a block of 9 to 64
+/// keys the chosen group's values are prefetched while its keys are compared, so the caller's load
+/// of the answer's value is under way before the answer is known (measured: translate at 65,535
+/// DMA mappings vs 1, random addresses, 53-64% -> 66-68%).
+static inline long clinux_last_at_most_prefetching(const uint64_t *keys, long count, uint64_t key,
+                                                   const void *values, long stride) {
     if (count <= 0 || keys[0] > key) return -1;
     if (count <= 8) {
         // A few keys: count those <= key, no dependent loads.
@@ -78,6 +84,7 @@ static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_
         long group = 0;
         for (long i = 8; i < 64; i += 8) group += i < count && keys[i] <= key;
         long first = group * 8, below = 0;
+        if (values) __builtin_prefetch((const char *)values + first * stride);
         for (long i = first; i < first + 8; i++) below += i < count && keys[i] <= key;
         return first + below - 1;
     }
@@ -95,6 +102,10 @@ static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_
         count -= half;
     }
     return low;
+}
+
+static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_t key) {
+    return clinux_last_at_most_prefetching(keys, count, key, 0, 0);
 }
 
 /// Attaches `fd` (an open /dev/net/tun) to the TAP interface `name` (created if missing), with
