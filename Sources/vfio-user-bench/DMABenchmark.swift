@@ -49,8 +49,7 @@ struct DMABenchmark: ParsableCommand {
         print("In process, the DMA space alone: rates with N mappings in the table (median of \(rounds) rounds)")
         print("  N          map (fd)     unmap        translate (random)  translate (sequential)")
         let spaces = try sizes.map { try filledSpace($0, memory: memory) }
-        let translateRandom = translateRates(spaces, sizes: sizes, sequential: false)
-        let translateSequential = translateRates(spaces, sizes: sizes, sequential: true)
+        let (translateRandom, translateSequential) = translateRates(spaces, sizes: sizes)
         for (i, size) in sizes.enumerated() {
             let (map, unmap) = try mapUnmapRates(spaces[i], size: size, memory: memory)
             print("  " + pad(String(size), 9) + "  " + [map, unmap].map { pad(formatRate($0), 11) }.joined(separator: "  ")
@@ -131,38 +130,41 @@ struct DMABenchmark: ParsableCommand {
         return (median(maps), median(unmaps))
     }
 
-    /// Translation rates (pin, host address, release) for each space, measured in interleaved rounds
-    /// so that a slow moment of the machine hits every size alike. Random addresses are the worst case
-    /// for caches; sequential ones walk the mappings in order, as a device walking a ring does.
+    /// Translation rates (pin, host address, release) for each space, random and sequential, measured
+    /// in interleaved rounds so that a slow (or fast) moment of the machine hits every size and both
+    /// orders alike. Random addresses are the worst case for caches; sequential ones walk the
+    /// mappings in order, as a device walking a ring does.
     /// Addresses are computed in the loop (xorshift for random ones): a list of them made up front
     /// would stream 800 KB through the 1 MiB L2 the table competes for. The host address is not
     /// dereferenced: that would time page faults, not the table.
-    func translateRates(_ spaces: [DMASpace], sizes: [Int], sequential: Bool) -> [Double] {
+    func translateRates(_ spaces: [DMASpace], sizes: [Int]) -> (random: [Double], sequential: [Double]) {
         let lookups = 100_000
-        var rates = [[Double]](repeating: [], count: spaces.count)
+        var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: spaces.count), count: 2)
         var sink = 0
         var random: UInt64 = 0x9E37_79B9_7F4A_7C15
         for _ in 0..<rounds {
             for (i, space) in spaces.enumerated() {
-                let size = UInt64(sizes[i])
-                var next: UInt64 = 0
-                let time = measure {
-                    for _ in 0..<lookups {
-                        random ^= random << 13
-                        random ^= random >> 7
-                        random ^= random << 17
-                        // A multiply and a shift, not a division: the harness's own cost stays small.
-                        let slot = sequential ? next : ((random >> 32) &* size) >> 32
-                        next = next + 1 == size ? 0 : next + 1
-                        let address = Self.base + slot * 8192 + 64
-                        sink &+= (try? space.withPinned(address, length: 64, access: .read) { Int(bitPattern: $0.baseAddress) }) ?? 0
+                for (order, sequential) in [false, true].enumerated() {
+                    let size = UInt64(sizes[i])
+                    var next: UInt64 = 0
+                    let time = measure {
+                        for _ in 0..<lookups {
+                            random ^= random << 13
+                            random ^= random >> 7
+                            random ^= random << 17
+                            // A multiply and a shift, not a division: the harness's own cost stays small.
+                            let slot = sequential ? next : ((random >> 32) &* size) >> 32
+                            next = next + 1 == size ? 0 : next + 1
+                            let address = Self.base + slot * 8192 + 64
+                            sink &+= (try? space.withPinned(address, length: 64, access: .read) { Int(bitPattern: $0.baseAddress) }) ?? 0
+                        }
                     }
+                    rates[order][i].append(Double(lookups) * 1e9 / time)
                 }
-                rates[i].append(Double(lookups) * 1e9 / time)
             }
         }
         if sink == 42 { print("") } // keep the results alive
-        return rates.map(median)
+        return (rates[0].map(median), rates[1].map(median))
     }
 
     /// Nanoseconds per load when each load's address comes from the previous one (a random cycle
