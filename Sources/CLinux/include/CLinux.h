@@ -66,7 +66,7 @@ static inline int clinux_pin_to_cpu(int cpu) {
 /// `values` (or NULL), with `stride` bytes per element, parallels `keys`: in a block of 9 to 64
 /// keys the chosen group's values are prefetched while its keys are compared, so the caller's load
 /// of the answer's value is under way before the answer is known (measured: translate at 65,535
-/// DMA mappings vs 1, random addresses, 53-64% -> 66-68%).
+/// DMA mappings vs 1, random addresses, 52-62% -> 58-68%).
 static inline long clinux_last_at_most_prefetching(const uint64_t *keys, long count, uint64_t key,
                                                    const void *values, long stride) {
     if (count <= 0 || keys[0] > key) return -1;
