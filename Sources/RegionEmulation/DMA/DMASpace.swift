@@ -291,25 +291,23 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
         }
     }
 
-    /// Runs `body` with the host buffer of `[iova, iova + length)`, pinned for the duration: the
-    /// allocation-free path for device hot loops (a range within one mapping; one that spans
-    /// mappings is pinned with `pin`). Writes mark the range dirty.
     /// Pins the whole mapping that contains `iova`, for a device thread's translation cache. Nil for
     /// a message-mode (fd-less) mapping, which cannot be pinned. Nothing is marked dirty: the holder
     /// marks what it writes (`PinnedMapping.markDirty`).
     public func pinMapping(containing iova: UInt64) throws(DMAError) -> PinnedMapping? {
         try lock.withLock { () throws(DMAError) in
-            guard let (index, start, entry) = inPlace({ $0.floorEntry(iova) }), !entry.removing else { throw .notMapped(iova) }
-            let (last, host) = resolveLocked(start, entry, index)
-            guard iova <= last else { throw .notMapped(iova) }
+            // No access asked: the holder checks the flags itself (`PinnedMapping.flags`).
+            let (_, _, host, index) = try lookupLocked(iova, access: [])
             guard host != nil else { return nil } // message mode
             let mapping = mappingLocked(at: index)
-            guard !mapping.isFaulted else { throw .memoryGone(iova) }
             mapping.pins += 1
             return PinnedMapping(pin: DMAPin(space: self, iova: mapping.iova, segments: [], mappings: [mapping]), mapping: mapping)
         }
     }
 
+    /// Runs `body` with the host buffer of `[iova, iova + length)`, pinned for the duration: the
+    /// allocation-free path for device hot loops (a range within one mapping; one that spans
+    /// mappings is pinned with `pin`). Writes mark the range dirty.
     /// Inlinable so that the generic body is specialised in the device's module.
     @inlinable
     public func withPinned<R>(_ iova: UInt64, length: Int, access: DMAAccess,
