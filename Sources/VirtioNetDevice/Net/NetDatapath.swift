@@ -344,13 +344,6 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     private func transmit(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
         guard var queue = tx else { return false }
         defer { tx = queue }
-        // The chain is worked on as a local, not as a property: its buffer array, read from a
-        // property, was retained and released around every gather (perf: 11% of the datapath's
-        // samples at 64-byte TX); a local's is not. Swapped, not copied, so the arrays keep their
-        // storage. (RX's chains, elements of an array, are reached in place: `scatter` below.)
-        var transmitChain = DescriptorChain(head: 0)
-        swap(&transmitChain, &self.transmitChain)
-        defer { swap(&transmitChain, &self.transmitChain) }
         var done = 0
         while true {
             var pending: UInt16 = 0
@@ -360,7 +353,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                 guard transmitChain.writable.isEmpty else { throw .wrongDirection(head: transmitChain.head) }
                 let length = transmitChain.readableLength
                 if length >= VirtioNetHeader.size && length <= transmitBuffer.count {
-                    let copied = try memory.gather(transmitChain.readable, into: transmitBuffer)
+                    let copied = try Self.gather(&transmitChain, into: transmitBuffer, memory)
                     let frame = backend.carriesVirtioHeader
                         ? UnsafeRawBufferPointer(rebasing: transmitBuffer[..<copied])
                         : UnsafeRawBufferPointer(rebasing: transmitBuffer[VirtioNetHeader.size ..< copied])
@@ -492,9 +485,15 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     }
 
     /// Reads the next frame the filter lets through into `receiveBuffer`, header first; nil if none.
-    /// `memory.scatter` into a chain's writable buffers, the chain reached in place: its buffer
-    /// array read from an array element would be a copy, retained and released around the call
-    /// (8-11% of the datapath's samples at 64-byte RX); under an inout access it is borrowed.
+    /// `memory.gather` from a chain's readable buffers and `memory.scatter` into its writable ones,
+    /// the chain reached in place: its buffer array read from a property or an array element would
+    /// be a copy, retained and released around every call (perf, 64-byte frames: 11% of the
+    /// datapath's samples at TX, 8-11% at RX); under an inout access it is borrowed.
+    private static func gather(_ chain: inout DescriptorChain, into destination: UnsafeMutableRawBufferPointer,
+                               _ memory: GuestMemory) throws(VirtqueueError) -> Int {
+        try memory.gather(chain.readable, into: destination)
+    }
+
     private static func scatter(_ part: UnsafeRawBufferPointer, into chain: inout DescriptorChain,
                                 _ memory: GuestMemory) throws(VirtqueueError) -> Int {
         try memory.scatter(part, into: chain.writable)
