@@ -4,15 +4,17 @@ import Testing
 /// The DMA table's ordered map, against the plainest reference: a sorted array of its keys.
 @Suite("Sorted chunk map")
 struct SortedChunkMapTests {
-    /// A small deterministic generator (xorshift), so a failure replays.
-    struct Xorshift {
+    /// A small deterministic generator (xorshift), so a failure replays; also the standard
+    /// library's generator, for `shuffled(using:)`.
+    struct Xorshift: RandomNumberGenerator {
         var state: UInt64
-        mutating func next(below bound: UInt64) -> UInt64 {
+        mutating func next() -> UInt64 {
             state ^= state << 13
             state ^= state >> 7
             state ^= state << 17
-            return state % bound
+            return state
         }
+        mutating func next(below bound: UInt64) -> UInt64 { next() % bound }
     }
 
     /// The index of the first key >= `key` in the sorted reference.
@@ -88,7 +90,7 @@ struct SortedChunkMapTests {
         for (name, keys) in [("even", even), ("bunched", bunched), ("scattered", scattered)] {
             var map = SortedChunkMap<UInt64, Void>()
             var reference = Array(Set(keys)).sorted()
-            for key in keys.shuffledDeterministically(&random) { map.insert(key, key &* 7, ()) }
+            for key in keys.shuffled(using: &random) { map.insert(key, key &* 7, ()) }
             #expect(map.blockCount >= 16, "\(name): big enough for buckets")
             expectAgreement(map, reference, &random, "\(name), directory search")
             for _ in 0..<map.blockCount - 1 { map.noteLookup() }
@@ -103,6 +105,9 @@ struct SortedChunkMapTests {
             // block splits, and enough removals for blocks to empty and merge.
             for change in 0..<5 {
                 switch change {
+                case 0: map.remove(reference[64 * 3]).map { _ in reference.remove(at: 64 * 3) }
+                case 1: if reference[0] > 0 { map.insert(reference[0] - 1, 0, ()); reference.insert(reference[0] - 1, at: 0) }
+                case 2: if reference.last! < .max { map.insert(reference.last! + 1, 0, ()); reference.append(reference.last! + 1) }
                 case 3:
                     let blocks = map.blockCount
                     let mid = reference.count / 3
@@ -114,9 +119,6 @@ struct SortedChunkMapTests {
                         key += 1
                     }
                     #expect(map.blockCount > blocks, "\(name): a block split")
-                case 0: map.remove(reference[64 * 3]).map { _ in reference.remove(at: 64 * 3) }
-                case 1: if reference[0] > 0 { map.insert(reference[0] - 1, 0, ()); reference.insert(reference[0] - 1, at: 0) }
-                case 2: if reference.last! < .max { map.insert(reference.last! + 1, 0, ()); reference.append(reference.last! + 1) }
                 default:
                     for (i, key) in reference.enumerated() where i % 3 != 0 { map.remove(key) }
                     reference = reference.indices.filter { $0 % 3 == 0 }.map { reference[$0] }
@@ -143,16 +145,5 @@ struct SortedChunkMapTests {
         #expect(descending.floor(8191)?.value == 0)
         #expect(descending.ceiling(8193)?.value == 2)
         #expect(descending.blockCount <= 65 * 2, "split in halves at worst")
-    }
-}
-
-extension Array {
-    /// The elements in an order drawn from `random` (Fisher-Yates), the same on every run.
-    func shuffledDeterministically(_ random: inout SortedChunkMapTests.Xorshift) -> [Element] {
-        var result = self
-        for i in stride(from: result.count - 1, to: 0, by: -1) {
-            result.swapAt(i, Int(random.next(below: UInt64(i + 1))))
-        }
-        return result
     }
 }
