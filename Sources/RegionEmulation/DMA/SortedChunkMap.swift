@@ -49,7 +49,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     /// Lookups counted since the directory last changed.
     private var staleLookups = 0
     /// Below this many blocks the directory's binary search is short enough.
-    @usableFromInline static var minimumBucketedBlocks: Int { 16 }
+    private static var minimumBucketedBlocks: Int { 16 }
 
     public init() {}
 
