@@ -58,7 +58,8 @@ static inline int clinux_pin_to_cpu(int cpu) {
     return (int)syscall(SYS_sched_setaffinity, 0, sizeof(mask), mask);
 }
 
-/// Index of the last element <= key in the sorted `keys[0..<count]`, or -1: a branch-free binary
+/// Index of the last key <= key among `count` sorted keys `step` words apart (`step` 1: an array of
+/// keys; more: the first word of each record of an array of records), or -1: a branch-free binary
 /// search. Compilers turn the select of a plain C or Swift version back into a branch, which a
 /// random key mispredicts at every step (measured here: 70 ns instead of 25 ns over 1,000 keys), so
 /// on x86-64 the select is a conditional move written out.
@@ -67,13 +68,13 @@ static inline int clinux_pin_to_cpu(int cpu) {
 /// keys the chosen group's values are prefetched while its keys are compared, so the caller's load
 /// of the answer's value is under way before the answer is known (measured: translate at 65,535
 /// DMA mappings vs 1, random addresses, 52-62% -> 58-68%).
-static inline long clinux_last_at_most_prefetching(const uint64_t *keys, long count, uint64_t key,
-                                                   const void *values, long stride) {
+static inline long clinux_last_at_most(const uint64_t *keys, long step, long count, uint64_t key,
+                                       const void *values, long stride) {
     if (count <= 0 || keys[0] > key) return -1;
     if (count <= 8) {
         // A few keys: count those <= key, no dependent loads.
         long below = 0;
-        for (long i = 0; i < count; i++) below += keys[i] <= key;
+        for (long i = 0; i < count; i++) below += keys[i * step] <= key;
         return below - 1;
     }
     if (count <= 64) {
@@ -82,10 +83,10 @@ static inline long clinux_last_at_most_prefetching(const uint64_t *keys, long co
         // per second at 65,535 DMA mappings), the loads still independent, and no branch on a
         // key's value (the `i < count` ones take the same way for every key of a block).
         long group = 0;
-        for (long i = 8; i < 64; i += 8) group += i < count && keys[i] <= key;
+        for (long i = 8; i < 64; i += 8) group += i < count && keys[i * step] <= key;
         long first = group * 8, below = 0;
         if (values) __builtin_prefetch((const char *)values + first * stride);
-        for (long i = first; i < first + 8; i++) below += i < count && keys[i] <= key;
+        for (long i = first; i < first + 8; i++) below += i < count && keys[i * step] <= key;
         return first + below - 1;
     }
     long low = 0;
@@ -94,18 +95,14 @@ static inline long clinux_last_at_most_prefetching(const uint64_t *keys, long co
 #if defined(__x86_64__)
         __asm__("cmpq %[key], %[probe]\n\tcmovbeq %[candidate], %[low]"
                 : [low] "+r"(low)
-                : [probe] "m"(keys[candidate]), [key] "r"(key), [candidate] "r"(candidate)
+                : [probe] "m"(keys[candidate * step]), [key] "r"(key), [candidate] "r"(candidate)
                 : "cc");
 #else
-        low = keys[candidate] <= key ? candidate : low;
+        low = keys[candidate * step] <= key ? candidate : low;
 #endif
         count -= half;
     }
     return low;
-}
-
-static inline long clinux_last_at_most(const uint64_t *keys, long count, uint64_t key) {
-    return clinux_last_at_most_prefetching(keys, count, key, 0, 0);
 }
 
 /// Attaches `fd` (an open /dev/net/tun) to the TAP interface `name` (created if missing), with
