@@ -484,7 +484,6 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         return try queue.needsInterrupt(memory)
     }
 
-    /// Reads the next frame the filter lets through into `receiveBuffer`, header first; nil if none.
     /// `memory.gather` from a chain's readable buffers and `memory.scatter` into its writable ones,
     /// the chain reached in place: its buffer array read from a property or an array element would
     /// be a copy, retained and released around every call (perf, 64-byte frames: 11% of the
@@ -499,6 +498,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         try memory.scatter(part, into: chain.writable)
     }
 
+    /// Reads the next frame the filter lets through into `receiveBuffer`, header first; nil if none.
     private func nextFrame() -> Int? {
         while true {
             let length: Int
