@@ -75,6 +75,39 @@ struct SessionLifecycleTests {
         #expect(access(path, F_OK) != 0)
     }
 
+    /// The file appears already listening: renamed into place (IN_MOVED_TO), never created by
+    /// bind (IN_CREATE), when a client waiting for it would be refused until `listen`; nothing else
+    /// is left in the directory, and the mode is the one asked for.
+    @Test func theSocketFileAppearsOnlyOnceListening() throws {
+        let directory = TemporaryDirectory()
+        let watch = inotify_init1(CInt(IN_NONBLOCK | IN_CLOEXEC))
+        #expect(watch >= 0)
+        defer { close(watch) }
+        #expect(inotify_add_watch(watch, directory.path, UInt32(IN_CREATE | IN_MOVED_TO)) >= 0)
+        let listener = try UnixSocket.listen(path: directory.path + "/s.sock")
+        var events: [(mask: UInt32, name: String)] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let length = buffer.withUnsafeMutableBytes { read(watch, $0.baseAddress, $0.count) }
+        var offset = 0
+        while offset + MemoryLayout<inotify_event>.size <= max(length, 0) {
+            let (mask, nameLength) = buffer.withUnsafeBytes { raw in
+                let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
+                return (event.mask, Int(event.len))
+            }
+            let start = offset + MemoryLayout<inotify_event>.size
+            let name = String(decoding: buffer[start ..< start + nameLength].prefix { $0 != 0 }, as: UTF8.self)
+            events.append((mask, name))
+            offset = start + nameLength
+        }
+        #expect(events.contains { $0.name == "s.sock" && $0.mask & UInt32(IN_MOVED_TO) != 0 }, "\(events)")
+        #expect(!events.contains { $0.name == "s.sock" && $0.mask & UInt32(IN_CREATE) != 0 }, "\(events)")
+        var status = stat()
+        #expect(stat(directory.path + "/s.sock", &status) == 0 && status.st_mode & 0o777 == 0o600)
+        #expect(directory.entries == ["s.sock"], "no provisional name left: \(directory.entries)")
+        _ = try UnixSocket.connect(path: directory.path + "/s.sock")
+        _ = listener
+    }
+
     @Test func aStaleSocketIsReplacedButALiveOneIsNot() throws {
         let directory = TemporaryDirectory()
         let path = directory.path + "/s.sock"

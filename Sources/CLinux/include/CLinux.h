@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <linux/memfd.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
@@ -103,6 +104,12 @@ static inline long clinux_last_at_most(const uint64_t *keys, long step, long cou
         count -= half;
     }
     return low;
+}
+
+/// rename(2) that fails with EEXIST rather than replace what is at `to` (renameat2's
+/// RENAME_NOREPLACE, which glibc declares only under _GNU_SOURCE).
+static inline int clinux_rename_noreplace(const char *from, const char *to) {
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */);
 }
 
 /// Attaches `fd` (an open /dev/net/tun) to the TAP interface `name` (created if missing), with

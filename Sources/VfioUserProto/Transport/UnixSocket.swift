@@ -11,6 +11,11 @@ public enum UnixSocket {
     ///
     /// A stale socket file left by a dead server is replaced; a live one (something accepts
     /// connections on it) is an error (EADDRINUSE), and a path that is not a socket is never removed.
+    ///
+    /// The file appears at `path` only once the socket listens: it is bound under a provisional name
+    /// beside it and renamed into place after `listen`, so a client that waits for the file (as
+    /// scripts and tests do) never finds it refusing connections (ECONNREFUSED between bind and
+    /// listen). Where no provisional name fits in `sun_path`, it is bound at `path` itself.
     public static func listen(path: String, permissions: FilePermissions = [.ownerRead, .ownerWrite],
                               backlog: CInt = 16) throws(TransportError) -> OwnedFileDescriptor {
         var address = try socketAddress(path)
@@ -28,14 +33,38 @@ public enum UnixSocket {
         // Linux creates the socket file with the socket inode's mode (minus umask): setting it before
         // bind leaves no window in which the file is more open than asked.
         guard fchmod(socket.rawValue, permissions.rawValue) == 0 else { throw lastError("fchmod") }
+        let provisional = provisionalPath(path, socket)
+        if let provisional {
+            address = try socketAddress(provisional)
+            if lstat(provisional, &status) == 0 && status.st_mode & S_IFMT == S_IFSOCK { unlink(provisional) }
+        }
+        let boundPath = provisional ?? path
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard bound == 0 else { throw lastError("bind \(path)") }
-        // Undo what the umask took away, so the mode is exactly the one asked for.
-        guard chmod(path, permissions.rawValue) == 0 else { throw lastError("chmod \(path)") }
-        guard Glibc.listen(socket.rawValue, backlog) == 0 else { throw lastError("listen \(path)") }
+        guard bound == 0 else { throw lastError("bind \(boundPath)") }
+        do throws(TransportError) {
+            // Undo what the umask took away, so the mode is exactly the one asked for.
+            guard chmod(boundPath, permissions.rawValue) == 0 else { throw lastError("chmod \(boundPath)") }
+            guard Glibc.listen(socket.rawValue, backlog) == 0 else { throw lastError("listen \(path)") }
+            // Never over a file that appeared at `path` meanwhile (bind would have refused it too).
+            if let provisional, clinux_rename_noreplace(provisional, path) != 0 {
+                throw lastError("rename \(provisional) to \(path)")
+            }
+        } catch {
+            unlink(boundPath)
+            throw error
+        }
         return socket
+    }
+
+    /// A name for the socket beside `path` until it listens (see `listen`): hidden, and unique
+    /// while `socket` is open (this process's id and the socket's descriptor). Nil if it does not
+    /// fit in `sun_path`.
+    private static func provisionalPath(_ path: String, _ socket: OwnedFileDescriptor) -> String? {
+        let directory = path.lastIndex(of: "/").map { String(path[...$0]) } ?? ""
+        let name = directory + ".vfio-user-" + String(getpid(), radix: 36) + "-" + String(socket.rawValue, radix: 36)
+        return name.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path) ? name : nil
     }
 
     public static func connect(path: String) throws(TransportError) -> OwnedFileDescriptor {
