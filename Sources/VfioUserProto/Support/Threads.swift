@@ -35,7 +35,7 @@ public func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) {
 /// A mutex with a condition variable, for the few places a thread must sleep until another thread
 /// changes something (an unmap waiting for pins, a device thread waiting for a DMA reply).
 public final class ConditionLock: @unchecked Sendable { // pthread objects are used only through the methods below.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    @usableFromInline let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     public init() {
@@ -54,6 +54,11 @@ public final class ConditionLock: @unchecked Sendable { // pthread objects are u
         condition.deallocate()
     }
 
+    /// Runs `body` with the mutex held. Inlinable, so a caller in another module gets a specialised
+    /// copy: through the generic entry point (an indirect result, a closure context) a DMA
+    /// translation, which locks twice, took 52 ns at one mapping; inlined, 36 ns (90 -> 66-71 ns
+    /// at 65,535 mappings).
+    @inlinable
     public func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
