@@ -144,8 +144,8 @@ struct DMABenchmark: ParsableCommand {
         var random: UInt64 = 0x9E37_79B9_7F4A_7C15
         for _ in 0..<rounds {
             for (i, space) in spaces.enumerated() {
+                let size = UInt64(sizes[i])
                 for (order, sequential) in [false, true].enumerated() {
-                    let size = UInt64(sizes[i])
                     var next: UInt64 = 0
                     let time = measure {
                         for _ in 0..<lookups {
