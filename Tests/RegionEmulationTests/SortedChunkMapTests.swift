@@ -60,12 +60,16 @@ struct SortedChunkMapTests {
         #expect(map.entries.allSatisfy { $0.value == $0.key &* 7 })
     }
 
-    /// Checks floor, ceiling and exact lookups around every key and at random points.
+    /// Checks floor, ceiling and exact lookups around every key and at random points, over all 64
+    /// bits and within the keys' range (where a bucket naming the wrong run would show).
     func expectAgreement(_ map: SortedChunkMap<UInt64, Void>, _ reference: [UInt64], _ random: inout Xorshift,
                          _ label: String) {
         var probes: [UInt64] = [0, 1, .max, .max - 1]
         for key in reference { probes += [key, key &- 1, key &+ 1] }
         for _ in 0..<500 { probes.append(random.next(below: .max)) }
+        if let first = reference.first, let last = reference.last, last > first {
+            for _ in 0..<2000 { probes.append(first + random.next(below: last - first)) }
+        }
         for probe in probes {
             let above = lowerBound(reference, probe)
             let hit = above < reference.count && reference[above] == probe
@@ -76,34 +80,52 @@ struct SortedChunkMapTests {
         }
     }
 
-    /// The buckets that find a big map's block answer as the directory's binary search does, for
-    /// keys spread evenly, bunched far apart (at 0, 2^40 and the top of the range), and random over
-    /// all 64 bits; a change to the directory makes them stale, and they come back after lookups.
+    /// Counts lookups until the buckets are built, which must take as many as there are keys.
+    func expectRebuilt(_ map: inout SortedChunkMap<UInt64, Void>, _ label: String) {
+        for _ in 0..<map.count - 1 { map.noteLookup() }
+        let early = map.bucketsAreCurrent
+        #expect(!early, "\(label): built only once lookups outnumber keys")
+        map.noteLookup()
+        let built = map.bucketsAreCurrent
+        #expect(built, "\(label): built")
+    }
+
+    /// The buckets answer as the directory's binary search does, for keys spread evenly (8 KiB
+    /// apart: every bucket a run; 12 KiB apart: blocks end inside buckets), bunched far apart (at
+    /// 0, 2^40 and the top of the range), dense (5,000 consecutive keys and one at 2^63: one
+    /// bucket holds more blocks than a bucket can count) and random over all 64 bits; any change
+    /// makes them stale, and they come back after lookups.
     @Test func bucketsAnswerAsTheDirectorySearchDoes() {
         var random = Xorshift(state: 0x9E37_79B9_7F4A_7C15)
         let even = (0..<3000).map { UInt64($0) * 8192 + 0x1_0000_0000 }
+        let uneven = (0..<3000).map { UInt64($0) * 12288 + 0x1_0000_0000 }
         let low: [UInt64] = (0..<1000).map { UInt64($0) * 4096 }
         let middle: [UInt64] = (0..<1000).map { (1 << 40) + UInt64($0) * 64 }
         let top: [UInt64] = (0..<1000).map { UInt64.max - UInt64($0) * 3 }
         let bunched = low + middle + top
+        let dense = (0..<5000).map { UInt64($0) } + [1 << 63]
         let scattered: [UInt64] = [0, .max] + (0..<3000).map { _ in random.next(below: .max) }
-        for (name, keys) in [("even", even), ("bunched", bunched), ("scattered", scattered)] {
+        for (name, keys) in [("even", even), ("uneven", uneven), ("bunched", bunched), ("dense", dense), ("scattered", scattered)] {
             var map = SortedChunkMap<UInt64, Void>()
             var reference = Array(Set(keys)).sorted()
-            for key in keys.shuffled(using: &random) { map.insert(key, key &* 7, ()) }
-            #expect(map.blockCount >= 16, "\(name): big enough for buckets")
+            // Ascending keys fill their blocks, so `even` has blocks of 64 and buckets of 8 keys.
+            for key in name == "even" ? keys : keys.shuffled(using: &random) { map.insert(key, key &* 7, ()) }
             expectAgreement(map, reference, &random, "\(name), directory search")
-            for _ in 0..<map.blockCount - 1 { map.noteLookup() }
-            #expect(!map.bucketsAreCurrent, "\(name): built only once lookups outnumber blocks")
-            map.noteLookup()
-            #expect(map.bucketsAreCurrent, "\(name): built")
+            expectRebuilt(&map, name)
+            let kinds = map.bucketKinds
+            switch name {
+            case "even": #expect(kinds.directory == 0 && kinds.runs > 0, "\(name): \(kinds)")
+            case "uneven": #expect(kinds.directory > 0 && kinds.runs > 15 * kinds.directory, "\(name): \(kinds)")
+            default: #expect(kinds.directory > 0, "\(name): \(kinds)")
+            }
             expectAgreement(map, reference, &random, "\(name), buckets")
 
-            // Changes, each checked at once (buckets still current must be right: the change left
-            // the directory as it was) and again once the buckets are back: a key removed, a key
-            // below all others, one past the end, keys in a gap a third of the way in until a
-            // block splits, and enough removals for blocks to empty and merge.
+            // Changes, each checked at once (the buckets stale, the directory searched) and again
+            // once the buckets are back: a key removed, a key below all others, one past the end,
+            // keys in a gap a third of the way in until a block splits, and enough removals for
+            // blocks to empty and merge.
             for change in 0..<5 {
+                let countBefore = map.count
                 switch change {
                 case 0: if map.remove(reference[64 * 3]) != nil { reference.remove(at: 64 * 3) }
                 case 1: if reference[0] > 0 { map.insert(reference[0] - 1, 0, ()); reference.insert(reference[0] - 1, at: 0) }
@@ -118,14 +140,17 @@ struct SortedChunkMapTests {
                         reference.insert(key, at: lowerBound(reference, key))
                         key += 1
                     }
-                    #expect(map.blockCount > blocks, "\(name): a block split")
+                    #expect(map.blockCount > blocks || name == "dense", "\(name): a block split")
                 default:
                     for (i, key) in reference.enumerated() where i % 3 != 0 { map.remove(key) }
                     reference = reference.indices.filter { $0 % 3 == 0 }.map { reference[$0] }
                 }
+                // (Keys at 0 or at the top leave nothing to insert below or past them.)
+                guard map.count != countBefore else { continue }
+                let stale = !map.bucketsAreCurrent
+                #expect(stale, "\(name), change \(change): stale")
                 expectAgreement(map, reference, &random, "\(name), right after change \(change)")
-                for _ in 0..<map.blockCount { map.noteLookup() }
-                #expect(map.bucketsAreCurrent || map.blockCount < 16, "\(name), change \(change): rebuilt")
+                expectRebuilt(&map, "\(name), change \(change)")
                 expectAgreement(map, reference, &random, "\(name), after change \(change)")
             }
         }

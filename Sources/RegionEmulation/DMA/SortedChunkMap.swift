@@ -8,23 +8,29 @@ import CLinux
 /// a large map in cache (at 65,535 DMA mappings: 512 KiB of keys and 512 KiB of 8-byte values,
 /// where one array of 40-byte records was 2.5 MiB and a memory miss per lookup).
 ///
-/// A lookup is a branchless binary search of the directory (or the buckets below), whose records
-/// hold each block's place and count beside its first key (in arrays of their own they were two
-/// more dependent loads: 5-10 ns more per lookup at 1 and at 65,535 mappings alike, measured with
-/// both layouts interleaved in one process), then a count in one 512-byte block (of the first keys
-/// of its groups of eight, then of one group's keys, whose values are prefetched meanwhile; the
-/// loads are independent, where a binary search there measured slower): O(log n) with few cache
-/// lines touched and no data-dependent branches to mispredict.
+/// A lookup is a branchless binary search of the directory, whose records hold each block's place
+/// and count beside its first key (in arrays of their own they were two more dependent loads: 5-10
+/// ns more per lookup at 1 and at 65,535 mappings alike, measured with both layouts interleaved in
+/// one process), then a count in one 512-byte block (of the first keys of its groups of eight, then
+/// of one group's keys, whose values are prefetched meanwhile; the loads are independent, where a
+/// binary search there measured slower): O(log n) with few cache lines touched and no
+/// data-dependent branches to mispredict.
 ///
-/// A big map also has buckets over the directory: the range of first keys cut into about two
-/// buckets per block, each holding the directory entry in force at its start, so that a lookup
-/// finds its block in a load or two instead of a binary search's ten dependent ones (in a C model
-/// of the lookup at 65,535 DMA mappings, about 20 ns of the 41-55 the big table added; translate
-/// at 65,535 vs 1 mapping, random addresses, went from 46-54% to 52-62%). Any change to the
-/// directory drops them, and lookups then search the whole directory; they are rebuilt once
-/// `noteLookup` has counted as many lookups as there are blocks since, so their cost is spread
-/// over those lookups and a run of changes pays nothing. A bucket's entries are searched like the
-/// directory, so keys bunched into few buckets stay O(log n).
+/// A map of more than one block also has buckets: the range of keys cut into equal buckets, each
+/// naming the slot of the greatest key at or below its start and how many keys follow that one in
+/// the bucket, when these are at most seven and in the same block (most buckets, when keys are
+/// spread about evenly). A lookup then loads its bucket and counts over that run of keys while the
+/// run's values are prefetched: two dependent loads instead of the search's five or more. (In the
+/// suite's DMA benchmark, random translations at 65,535 mappings against one went from 53-56% to
+/// 67-73% with these buckets in place of coarser ones that named a directory record: the big
+/// table added 30-35 ns to a 36 ns translation, now 12-18.) Any other bucket names the run of
+/// directory records whose blocks start in it, and its lookups search those as above; so keys
+/// bunched into few buckets stay O(log n). The width is the widest, from about eight keys per
+/// bucket down to two buckets per key, where at most one bucket in sixteen falls back so.
+///
+/// Any insert or remove makes the buckets stale, and lookups search the whole directory; they are
+/// rebuilt (in O(n)) once `noteLookup` has counted as many lookups as there are keys since, so
+/// their cost is spread over those lookups and a run of changes pays nothing.
 ///
 /// Insert and remove move at most one block (64 entries) plus, on a split or a merge,
 /// the directory (n/32 to n/64 entries). Blocks live anywhere in the flat arrays and are reused, so
@@ -50,15 +56,19 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     private var freeBlocks: [Int] = []
     public private(set) var count = 0
 
-    /// `buckets[i]`: the directory entry of the greatest first key <= `bucketBase + i << bucketShift`.
-    /// Empty while stale (see above).
+    /// `buckets[i]`, for the keys from `bucketBase + i << bucketShift` to the next bucket's start: a
+    /// run, `slot << 3 | n`, the slot of the greatest key <= that start followed in its block by
+    /// the bucket's other `n` keys; or, with `blocksFlag`, `entry << 6 | m`, the directory entries
+    /// `entry...entry + m` (to the directory's end when `m` is `blocksToEnd`). Empty while stale.
     private var buckets: [UInt32] = []
     private var bucketBase: UInt64 = 0
     private var bucketShift: UInt64 = 0
-    /// Lookups counted since the directory last changed.
+    /// Lookups counted since the last change.
     private var staleLookups = 0
-    /// Below this many blocks the directory's binary search is short enough.
-    private static var minimumBucketedBlocks: Int { 16 }
+    private static var blocksFlag: UInt32 { 1 << 31 }
+    private static var blocksToEnd: UInt32 { (1 << 6) - 1 }
+    /// Slots and directory entries past these do not fit in a bucket (nor does a map so big get buckets).
+    private static var maximumBucketedSlots: Int { 1 << 25 }
 
     public init() {}
 
@@ -76,25 +86,15 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         // The first keys, `directoryStep` words apart (`firstKey` leads each record).
         assert(MemoryLayout<DirectoryEntry>.offset(of: \.firstKey) == 0)
         let firstKeys = UnsafeRawPointer(directory.baseAddress! + start).assumingMemoryBound(to: UInt64.self)
-        return Int(clinux_last_at_most(firstKeys, directoryStep, n, key, nil, 0))
+        return start + Int(clinux_last_at_most(firstKeys, directoryStep, n, key, nil, 0))
     }
 
-    /// The directory entry and the position in its block of the greatest key <= `key`.
+    /// The directory entry and the position in its block of the greatest key <= `key`, searching
+    /// the `n` directory entries from `start` (the whole directory unless a bucket narrowed it).
     @inline(__always)
-    private func locate(_ key: UInt64) -> (entry: Int, block: Int, index: Int)? {
-        let entry = directory.withUnsafeBufferPointer { directory in
-            guard !buckets.isEmpty else { return Self.lastAtMost(directory, 0, directory.count, key) }
-            guard key >= bucketBase else { return -1 } // the base is the smallest key
-            // The answer lies between this bucket's entry and the next one's (the last bucket's
-            // reaches to the directory's end): most often one or two entries.
-            return buckets.withUnsafeBufferPointer { buckets in
-                let bucket = Int(min((key - bucketBase) >> bucketShift, UInt64(buckets.count - 1)))
-                let low = Int(buckets[bucket])
-                let high = bucket + 1 < buckets.count ? Int(buckets[bucket + 1]) : directory.count - 1
-                return low + Self.lastAtMost(directory, low, high - low + 1, key)
-            }
-        }
-        guard entry >= 0 else { return nil }
+    private func locate(_ key: UInt64, entries start: Int = 0, _ n: Int? = nil) -> (entry: Int, block: Int, index: Int)? {
+        let entry = directory.withUnsafeBufferPointer { Self.lastAtMost($0, start, n ?? $0.count, key) }
+        guard entry >= start else { return nil }
         let record = directory[entry]
         let block = Int(record.block)
         // The block's values go along, for the C search to prefetch the chosen group's.
@@ -109,39 +109,109 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         return (entry, block, index)
     }
 
+    /// The slot of the greatest key <= `key`, or nil: through its bucket when they are current.
+    @inline(__always)
+    private func floorSlot(_ key: UInt64) -> Int? {
+        guard !buckets.isEmpty else { return locate(key).map { $0.block * Self.blockCapacity + $0.index } }
+        guard key >= bucketBase else { return nil } // the base is the smallest key
+        let word = buckets.withUnsafeBufferPointer { buckets in
+            buckets[Int(min((key - bucketBase) >> bucketShift, UInt64(buckets.count - 1)))]
+        }
+        if word & Self.blocksFlag == 0 {
+            let slot = Int(word >> 3)
+            return slot + keys.withUnsafeBufferPointer { keys in
+                values.withUnsafeBytes { values in
+                    Int(clinux_floor_in_run(keys.baseAddress! + slot, Int(word & 7), key,
+                                            values.baseAddress! + slot * MemoryLayout<Value>.stride,
+                                            MemoryLayout<Value>.stride))
+                }
+            }
+        }
+        let entry = Int((word & ~Self.blocksFlag) >> 6)
+        let more = word & Self.blocksToEnd
+        let n = more == Self.blocksToEnd ? directory.count - entry : Int(more) + 1
+        // The bucket's start is at or above the first key of `entry`, so the key is too.
+        return locate(key, entries: entry, n).map { $0.block * Self.blockCapacity + $0.index }
+    }
+
     /// Whether lookups go through the buckets now (for tests).
     public var bucketsAreCurrent: Bool { !buckets.isEmpty }
 
-    /// Counts a lookup: once as many as there are blocks have found the buckets stale, they are
+    /// How many buckets name a run of keys, and how many directory entries (for tests).
+    public var bucketKinds: (runs: Int, directory: Int) {
+        let directory = buckets.count { $0 & Self.blocksFlag != 0 }
+        return (buckets.count - directory, directory)
+    }
+
+    /// Counts a lookup: once as many as there are keys have found the buckets stale, they are
     /// rebuilt. Lookups are right without it, only slower in a big map.
     @inline(__always)
     public mutating func noteLookup() {
-        guard buckets.isEmpty, directory.count >= Self.minimumBucketedBlocks else { return }
+        guard buckets.isEmpty, directory.count >= 2, keys.count <= Self.maximumBucketedSlots else { return }
         staleLookups += 1
-        if staleLookups >= directory.count { rebuildBuckets() }
+        if staleLookups >= count { rebuildBuckets() }
     }
 
-    /// About two buckets per block over the first keys' range, each found by walking the directory.
+    /// Buckets as wide as keep all but one in sixteen of them runs, starting from about eight keys
+    /// per bucket and narrowing down to two buckets per key.
     private mutating func rebuildBuckets() {
         let base = directory[0].firstKey
-        let span = directory[directory.count - 1].firstKey - base
+        let last = directory[directory.count - 1]
+        let span = keys[Int(last.block) * Self.blockCapacity + Int(last.count) - 1] - base
         var shift: UInt64 = 0
-        while span >> shift >= UInt64(2 * directory.count) { shift += 1 }
-        let bucketCount = Int(span >> shift) + 1
-        var fresh = [UInt32](repeating: 0, count: bucketCount)
-        var entry = 0
-        for i in 0..<bucketCount {
-            let start = base + UInt64(i) << shift
-            while entry + 1 < directory.count && directory[entry + 1].firstKey <= start { entry += 1 }
-            fresh[i] = UInt32(entry)
+        while span >> shift >= UInt64(max(count / 8, 1)) { shift += 1 }
+        while fillBuckets(base, shift) > buckets.count / 16 && shift > 0 && span >> (shift - 1) < UInt64(2 * count) {
+            shift -= 1
         }
-        buckets = fresh
         bucketBase = base
         bucketShift = shift
     }
 
-    /// The directory changed: the buckets are stale.
-    private mutating func directoryChanged() {
+    /// Fills `buckets` for buckets `1 << shift` wide from `base` (the first key), walking the keys
+    /// in order once; returns how many name directory entries rather than a run.
+    private mutating func fillBuckets(_ base: UInt64, _ shift: UInt64) -> Int {
+        let lastRecord = directory[directory.count - 1]
+        let lastKey = keys[Int(lastRecord.block) * Self.blockCapacity + Int(lastRecord.count) - 1]
+        buckets.removeAll(keepingCapacity: true)
+        var (entry, position) = (0, 0) // the greatest key <= the bucket's start: its directory entry and place
+        var fallbacks = 0
+        for bucket in 0...((lastKey - base) >> shift) {
+            let start = base + bucket << shift
+            func inBucket(_ key: UInt64) -> Bool { (key - base) >> shift == bucket }
+            while true {
+                if position + 1 < Int(directory[entry].count) {
+                    guard keys[Int(directory[entry].block) * Self.blockCapacity + position + 1] <= start else { break }
+                    position += 1
+                } else {
+                    guard entry + 1 < directory.count, directory[entry + 1].firstKey <= start else { break }
+                    (entry, position) = (entry + 1, 0)
+                }
+            }
+            let record = directory[entry]
+            let slot = Int(record.block) * Self.blockCapacity + position
+            var following = 0
+            while following < 8, position + following + 1 < Int(record.count), inBucket(keys[slot + following + 1]) {
+                following += 1
+            }
+            let crosses = position + following + 1 == Int(record.count) && entry + 1 < directory.count
+                && inBucket(directory[entry + 1].firstKey)
+            if following < 8 && !crosses {
+                buckets.append(UInt32(slot) << 3 | UInt32(following))
+                continue
+            }
+            var more: UInt32 = 0
+            while more < Self.blocksToEnd, entry + Int(more) + 1 < directory.count,
+                  inBucket(directory[entry + Int(more) + 1].firstKey) {
+                more += 1
+            }
+            buckets.append(Self.blocksFlag | UInt32(entry) << 6 | more)
+            fallbacks += 1
+        }
+        return fallbacks
+    }
+
+    /// The keys changed: the buckets are stale.
+    private mutating func changed() {
         if !buckets.isEmpty { buckets.removeAll(keepingCapacity: true) }
         staleLookups = 0
     }
@@ -156,8 +226,8 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
 
     /// The position of `key` itself.
     public func index(of key: UInt64) -> Index? {
-        guard let (_, block, index) = locate(key), keys[block * Self.blockCapacity + index] == key else { return nil }
-        return Index(slot: block * Self.blockCapacity + index)
+        guard let slot = floorSlot(key), keys[slot] == key else { return nil }
+        return Index(slot: slot)
     }
 
     public subscript(key: UInt64) -> Value? { index(of: key).map { values[$0.slot] } }
@@ -173,8 +243,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     /// The entry with the greatest key <= `key`, and its position.
     @inline(__always)
     public func floorEntry(_ key: UInt64) -> (index: Index, key: UInt64, value: Value)? {
-        guard let (_, block, index) = locate(key) else { return nil }
-        let slot = block * Self.blockCapacity + index
+        guard let slot = floorSlot(key) else { return nil }
         return (Index(slot: slot), keys[slot], values[slot])
     }
 
@@ -228,10 +297,10 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     @discardableResult
     public mutating func insert(_ key: UInt64, _ value: Value, _ payload: Payload) -> Bool {
         if directory.isEmpty {
+            changed()
             let block = allocateBlock(value)
             store(block * Self.blockCapacity, key, value, payload)
             directory = [DirectoryEntry(firstKey: key, block: Int32(block), count: 1)]
-            directoryChanged()
             count = 1
             return true
         }
@@ -242,13 +311,13 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
             entry = found.entry
             position = found.index + 1
         }
+        changed()
         if directory[entry].count == Self.blockCapacity && position == Self.blockCapacity {
             // Past the end of a full block (ascending keys, the order maps usually come in): a new
             // block after it, not a split, so such a table fills its blocks instead of halving them.
             let fresh = allocateBlock(value)
             store(fresh * Self.blockCapacity, key, value, payload)
             directory.insert(DirectoryEntry(firstKey: key, block: Int32(fresh), count: 1), at: entry + 1)
-            directoryChanged()
             count += 1
             return true
         }
@@ -264,7 +333,6 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
             directory[entry].count = Int32(half)
             directory.insert(DirectoryEntry(firstKey: keys[upper * Self.blockCapacity], block: Int32(upper), count: Int32(half)),
                              at: entry + 1)
-            directoryChanged()
             if position > half {
                 entry += 1
                 position -= half
@@ -280,7 +348,6 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         directory[entry].count += 1
         if position == 0 {
             directory[entry].firstKey = key
-            directoryChanged()
         }
         count += 1
         return true
@@ -291,6 +358,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         guard let (entry, block, index) = locate(key) else { return nil }
         let base = block * Self.blockCapacity
         guard keys[base + index] == key else { return nil }
+        changed()
         let removed = (values[base + index], payloads[base + index]!)
         let left = Int(directory[entry].count) - 1
         for i in index ..< left { move(base + i + 1, to: base + i) }
@@ -300,12 +368,10 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         if left == 0 {
             freeBlock(block)
             directory.remove(at: entry)
-            directoryChanged()
             return removed
         }
         if index == 0 {
             directory[entry].firstKey = keys[base]
-            directoryChanged()
         }
         // Merge a small block with the next one so the directory stays short.
         if entry + 1 < directory.count {
@@ -316,8 +382,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
                 directory[entry].count += next.count
                 freeBlock(Int(next.block))
                 directory.remove(at: entry + 1)
-                directoryChanged()
-            }
+                }
         }
         return removed
     }
