@@ -156,6 +156,28 @@ struct SortedChunkMapTests {
         }
     }
 
+    /// A bucket's run is read eight keys long wherever it starts, the last block's end included
+    /// (the map keeps spare slots past it; a debug build checks each run as it is made): blocks
+    /// filled in order by keys whose spacing does not divide a bucket's width start runs at every
+    /// place, and every key and the gaps beside it are found through them.
+    @Test func runsReachingTheLastBlocksEndAreRead() {
+        for spacing: UInt64 in [3 * 8192, 5 * 8192, 7 * 4096] {
+            for count in stride(from: 100, through: 200, by: 7) {
+                var map = SortedChunkMap<UInt64, Void>()
+                let keys = (0..<UInt64(count)).map { 0x1_0000_0000 + $0 * spacing }
+                for key in keys { map.insert(key, key &* 7, ()) }
+                for _ in 0..<count { map.noteLookup() }
+                let kinds = map.bucketKinds
+                #expect(map.bucketsAreCurrent && kinds.runs > 0, "spacing \(spacing), \(count) keys: \(kinds)")
+                for (i, key) in keys.enumerated() {
+                    #expect(map.floor(key)?.value == key &* 7)
+                    #expect(map.floor(key + spacing - 1)?.key == key)
+                    #expect(map.floor(key - 1)?.key == (i > 0 ? keys[i - 1] : nil))
+                }
+            }
+        }
+    }
+
     /// Keys in ascending order (how a client usually maps) fill blocks instead of splitting them in
     /// halves, so the keys a lookup searches take half the memory; any order stays correct.
     @Test func ascendingKeysFillTheirBlocks() {

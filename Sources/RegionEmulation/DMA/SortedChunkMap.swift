@@ -48,7 +48,9 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     }
 
     private var directory: [DirectoryEntry] = []
-    private var keys: [UInt64] = []
+    /// Blocks' keys, then seven slots more, so that a bucket's run may always be read eight keys
+    /// long (`clinux_floor_in_run`).
+    private var keys: [UInt64] = Array(repeating: 0, count: 7)
     /// Not optional, so that a value takes its own size and no more: slots past a block's count
     /// hold stale or filler copies, harmless for plain data (hence `BitwiseCopyable`).
     private var values: [Value] = []
@@ -196,6 +198,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
             let crosses = position + following + 1 == Int(record.count) && entry + 1 < directory.count
                 && inBucket(directory[entry + 1].firstKey)
             if following < 8 && !crosses {
+                assert(slot + 7 < keys.count, "a run's eight keys must be readable")
                 buckets.append(UInt32(slot) << 3 | UInt32(following))
                 continue
             }
@@ -268,10 +271,10 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     /// A block for new entries; `filler` fills its value slots if the arrays have to grow.
     private mutating func allocateBlock(_ filler: Value) -> Int {
         if let block = freeBlocks.popLast() { return block }
-        keys.append(contentsOf: repeatElement(0, count: Self.blockCapacity))
+        keys.insert(contentsOf: repeatElement(0, count: Self.blockCapacity), at: keys.count - 7)
         values.append(contentsOf: repeatElement(filler, count: Self.blockCapacity))
         payloads.append(contentsOf: repeatElement(nil, count: Self.blockCapacity))
-        return keys.count / Self.blockCapacity - 1
+        return values.count / Self.blockCapacity - 1
     }
 
     private mutating func freeBlock(_ block: Int) {
