@@ -28,7 +28,8 @@ struct SortedChunkMapTests {
     }
 
     /// Inserts and removes at random over a key range small enough that both often hit present
-    /// keys, so blocks split, empty and merge many times; every answer is checked as it goes.
+    /// keys, so blocks split, empty and merge many times; every answer is checked as it goes, and
+    /// through buckets built over the map every three thousand steps.
     @Test func randomInsertsAndRemovesAgreeWithASortedArray() {
         var map = SortedChunkMap<UInt64, Void>()
         var reference: [UInt64] = []
@@ -54,6 +55,11 @@ struct SortedChunkMapTests {
             #expect(map.floor(probe).map { $0.value == $0.key &* 7 } ?? true)
             #expect(map.ceiling(probe)?.key == (above < reference.count ? reference[above] : nil), "step \(step): ceiling(\(probe))")
             #expect(map[probe] == (hit ? probe &* 7 : nil))
+            // Now and then a quiet spell: enough lookups for buckets over the map as it has grown.
+            if step % 3000 == 2999 {
+                for _ in 0..<map.count { map.noteLookup() }
+                expectAgreement(map, reference, &random, "step \(step), buckets \(map.bucketKinds)")
+            }
         }
         #expect(map.count == reference.count)
         #expect(map.entries.map(\.key) == reference)
@@ -159,10 +165,11 @@ struct SortedChunkMapTests {
     /// A bucket's run is read eight keys long wherever it starts, the last block's end included
     /// (the map keeps spare slots past it; a debug build checks each run as it is made): blocks
     /// filled in order by keys whose spacing does not divide a bucket's width start runs at every
-    /// place, and every key and the gaps beside it are found through them.
+    /// place, and every key and the gaps beside it are found through them, in maps of one block
+    /// (any with more than eight keys has buckets) to four.
     @Test func runsReachingTheLastBlocksEndAreRead() {
         for spacing: UInt64 in [3 * 8192, 5 * 8192, 7 * 4096] {
-            for count in stride(from: 100, through: 200, by: 7) {
+            for count in stride(from: 9, through: 200, by: 7) { // from one block to four
                 var map = SortedChunkMap<UInt64, Void>()
                 let keys = (0..<UInt64(count)).map { 0x1_0000_0000 + $0 * spacing }
                 for key in keys { map.insert(key, key &* 7, ()) }

@@ -16,14 +16,16 @@ import CLinux
 /// binary search there measured slower): O(log n) with few cache lines touched and no
 /// data-dependent branches to mispredict.
 ///
-/// A map of more than one block also has buckets: the range of keys cut into equal buckets, each
+/// A map of more than eight keys also has buckets: the range of keys cut into equal buckets, each
 /// naming the slot of the greatest key at or below its start and how many keys follow that one in
 /// the bucket, when these are at most seven and in the same block (most buckets, when keys are
 /// spread about evenly). A lookup then loads its bucket and counts over that run of keys while the
 /// run's values are prefetched: two dependent loads instead of the search's five or more. (In the
 /// suite's DMA benchmark, random translations at 65,535 mappings against one went from 53-56% to
-/// 67-73% with these buckets in place of coarser ones that named a directory record: the big
-/// table added 30-35 ns to a 36 ns translation, now 12-18.) Any other bucket names the run of
+/// 59-73% with these buckets in place of coarser ones that named a directory record, and to 74-78%
+/// once a run was read eight keys long, `clinux_floor_in_run`: the big table added 30-35 ns to a
+/// 36-38 ns translation, now 11-13; a single block of 16 to 64 took 8-10 ns more than one key
+/// until it had buckets too, now 1-2.) Any other bucket names the run of
 /// directory records whose blocks start in it, and its lookups search those as above; so keys
 /// bunched into few buckets stay O(log n). The width is the widest, from about eight keys per
 /// bucket down to two buckets per key, where at most one bucket in sixteen falls back so.
@@ -149,7 +151,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     /// rebuilt. Lookups are right without it, only slower in a big map.
     @inline(__always)
     public mutating func noteLookup() {
-        guard buckets.isEmpty, directory.count >= 2, keys.count <= Self.maximumBucketedSlots else { return }
+        guard buckets.isEmpty, count > 8, keys.count <= Self.maximumBucketedSlots else { return }
         staleLookups += 1
         if staleLookups >= count { rebuildBuckets() }
     }
