@@ -59,25 +59,14 @@ static inline int clinux_pin_to_cpu(int cpu) {
     return (int)syscall(SYS_sched_setaffinity, 0, sizeof(mask), mask);
 }
 
-/// How many of `keys[1]` to `keys[last]` (`step` words apart, `last` at most 7) are <= key: counted
-/// over seven fixed places, those past `last` reading it again and counting nothing, so no branch
-/// depends on `last`. A loop to `last` mispredicted its exit whenever the count changed from one
-/// lookup to the next (measured by hand, old and new alternated in one process: 3-4 ns less per
-/// lookup at 1,000 DMA mappings, where a bucket held one or two directory records at random).
-static inline long clinux_count_following_at_most(const uint64_t *keys, long step, long last, uint64_t key) {
-    long below = 0;
-    for (long i = 1; i < 8; i++) below += (i <= last) & (keys[(i < last ? i : last) * step] <= key);
-    return below;
-}
-
 /// The place of the last key <= key among `keys[0]` to `keys[last]` (`last` at most 7, `keys[0]` known
 /// to be <= key): a bucket's run of keys. The seven keys after `keys[0]` are all read, so they must
 /// be readable whatever `last` is; those past `last` are masked off, and since the run is sorted
 /// the keys <= key are the low bits set in a row. Their values (`stride` bytes each, parallel to
 /// the keys) are prefetched meanwhile, so the caller's load of the answer's value is under way
-/// already. (Counting over places clamped to `last`, as `clinux_count_following_at_most` does for
-/// arrays that end where their keys do, took 3-4 ns more per DMA translation at 1,000 and at 65,535
-/// mappings: old and new binaries alternated.)
+/// already. (Counting over places clamped to `last`, as `clinux_last_at_most` does for arrays that
+/// end where their keys do, took 3-4 ns more per DMA translation at 1,000 and at 65,535 mappings:
+/// old and new binaries alternated.)
 static inline long clinux_floor_in_run(const uint64_t *keys, long last, uint64_t key, const void *values, long stride) {
     __builtin_prefetch(values);
     __builtin_prefetch((const char *)values + last * stride);
@@ -100,9 +89,18 @@ static inline long clinux_floor_in_run(const uint64_t *keys, long last, uint64_t
 static inline long clinux_last_at_most(const uint64_t *keys, long step, long count, uint64_t key,
                                        const void *values, long stride) {
     if (count <= 0 || keys[0] > key) return -1;
-    // A few keys (a bucket's directory records, a small block): no branch on how many.
+    // A few keys (a bucket's directory records, a small block): counted over a fixed number of
+    // places, those past the last reading the last key again and counting nothing, so no branch
+    // depends on how many there are. A loop to `count` mispredicted its exit whenever the count
+    // changed from one lookup to the next (measured by hand, old and new alternated in one process:
+    // 3-4 ns less per lookup at 1,000 DMA mappings, where a bucket then held one or two directory
+    // records at random).
     if (count <= 2) return (count == 2) & (keys[(count - 1) * step] <= key);
-    if (count <= 8) return clinux_count_following_at_most(keys, step, count - 1, key);
+    if (count <= 8) {
+        long below = 0, last = count - 1;
+        for (long i = 1; i < 8; i++) below += (i <= last) & (keys[(i < last ? i : last) * step] <= key);
+        return below;
+    }
     if (count <= 64) {
         // A block: the first keys of its groups of eight pick a group, then that group's keys are
         // counted: 15 comparisons where counting them all took 64 (measured: 5-10% more lookups

@@ -24,7 +24,7 @@ import CLinux
 /// suite's DMA benchmark, random translations at 65,535 mappings against one went from 53-56% to
 /// 59-73% with these buckets in place of coarser ones that named a directory record, and to 74-78%
 /// once a run was read eight keys long, `clinux_floor_in_run`: the big table added 30-35 ns to a
-/// 36-38 ns translation, now 11-13; a single block of 16 to 64 took 8-10 ns more than one key
+/// 36-38 ns translation, now 11-15; a single block of 16 to 64 took 8-10 ns more than one key
 /// until it had buckets too, now 1-2.) Any other bucket names the run of
 /// directory records whose blocks start in it, and its lookups search those as above; so keys
 /// bunched into few buckets stay O(log n). The width is the widest, from about eight keys per
@@ -50,9 +50,9 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     }
 
     private var directory: [DirectoryEntry] = []
-    /// Blocks' keys, then seven slots more, so that a bucket's run may always be read eight keys
-    /// long (`clinux_floor_in_run`).
-    private var keys: [UInt64] = Array(repeating: 0, count: 7)
+    /// Blocks' keys, then `spareKeys` slots more, so that a bucket's run may always be read eight
+    /// keys long (`clinux_floor_in_run`).
+    private var keys: [UInt64] = Array(repeating: 0, count: spareKeys)
     /// Not optional, so that a value takes its own size and no more: slots past a block's count
     /// hold stale or filler copies, harmless for plain data (hence `BitwiseCopyable`).
     private var values: [Value] = []
@@ -69,6 +69,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     private var bucketShift: UInt64 = 0
     /// Lookups counted since the last change.
     private var staleLookups = 0
+    private static var spareKeys: Int { 7 }
     private static var blocksFlag: UInt32 { 1 << 31 }
     private static var blocksToEnd: UInt32 { (1 << 6) - 1 }
     /// Slots and directory entries past these do not fit in a bucket (nor does a map so big get buckets).
@@ -116,25 +117,27 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     /// The slot of the greatest key <= `key`, or nil: through its bucket when they are current.
     @inline(__always)
     private func floorSlot(_ key: UInt64) -> Int? {
-        guard !buckets.isEmpty else { return locate(key).map { $0.block * Self.blockCapacity + $0.index } }
-        guard key >= bucketBase else { return nil } // the base is the smallest key
-        let word = buckets.withUnsafeBufferPointer { buckets in
-            buckets[Int(min((key - bucketBase) >> bucketShift, UInt64(buckets.count - 1)))]
-        }
-        if word & Self.blocksFlag == 0 {
-            let slot = Int(word >> 3)
-            return slot + keys.withUnsafeBufferPointer { keys in
-                values.withUnsafeBytes { values in
-                    Int(clinux_floor_in_run(keys.baseAddress! + slot, Int(word & 7), key,
-                                            values.baseAddress! + slot * MemoryLayout<Value>.stride,
-                                            MemoryLayout<Value>.stride))
+        var (entry, n) = (0, directory.count) // the directory entries to search
+        if !buckets.isEmpty {
+            guard key >= bucketBase else { return nil } // the base is the smallest key
+            let word = buckets.withUnsafeBufferPointer { buckets in
+                buckets[Int(min((key - bucketBase) >> bucketShift, UInt64(buckets.count - 1)))]
+            }
+            if word & Self.blocksFlag == 0 {
+                let slot = Int(word >> 3)
+                return slot + keys.withUnsafeBufferPointer { keys in
+                    values.withUnsafeBytes { values in
+                        Int(clinux_floor_in_run(keys.baseAddress! + slot, Int(word & 7), key,
+                                                values.baseAddress! + slot * MemoryLayout<Value>.stride,
+                                                MemoryLayout<Value>.stride))
+                    }
                 }
             }
+            // The bucket's start is at or above the first key of `entry`, so the key is too.
+            entry = Int((word & ~Self.blocksFlag) >> 6)
+            let more = word & Self.blocksToEnd
+            n = more == Self.blocksToEnd ? directory.count - entry : Int(more) + 1
         }
-        let entry = Int((word & ~Self.blocksFlag) >> 6)
-        let more = word & Self.blocksToEnd
-        let n = more == Self.blocksToEnd ? directory.count - entry : Int(more) + 1
-        // The bucket's start is at or above the first key of `entry`, so the key is too.
         return locate(key, entries: entry, n).map { $0.block * Self.blockCapacity + $0.index }
     }
 
@@ -164,22 +167,21 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
         let span = keys[Int(last.block) * Self.blockCapacity + Int(last.count) - 1] - base
         var shift: UInt64 = 0
         while span >> shift >= UInt64(max(count / 8, 1)) { shift += 1 }
-        while fillBuckets(base, shift) > buckets.count / 16 && shift > 0 && span >> (shift - 1) < UInt64(2 * count) {
+        while fillBuckets(base, span, shift) > buckets.count / 16 && shift > 0 && span >> (shift - 1) < UInt64(2 * count) {
             shift -= 1
         }
         bucketBase = base
         bucketShift = shift
     }
 
-    /// Fills `buckets` for buckets `1 << shift` wide from `base` (the first key), walking the keys
-    /// in order once; returns how many name directory entries rather than a run.
-    private mutating func fillBuckets(_ base: UInt64, _ shift: UInt64) -> Int {
-        let lastRecord = directory[directory.count - 1]
-        let lastKey = keys[Int(lastRecord.block) * Self.blockCapacity + Int(lastRecord.count) - 1]
+    /// Fills `buckets` for buckets `1 << shift` wide from `base` (the first key) over `span` (to the
+    /// last key), walking the keys in order once; returns how many name directory entries rather
+    /// than a run.
+    private mutating func fillBuckets(_ base: UInt64, _ span: UInt64, _ shift: UInt64) -> Int {
         buckets.removeAll(keepingCapacity: true)
         var (entry, position) = (0, 0) // the greatest key <= the bucket's start: its directory entry and place
         var fallbacks = 0
-        for bucket in 0...((lastKey - base) >> shift) {
+        for bucket in 0...(span >> shift) {
             let start = base + bucket << shift
             func inBucket(_ key: UInt64) -> Bool { (key - base) >> shift == bucket }
             while true {
@@ -200,7 +202,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
             let crosses = position + following + 1 == Int(record.count) && entry + 1 < directory.count
                 && inBucket(directory[entry + 1].firstKey)
             if following < 8 && !crosses {
-                assert(slot + 7 < keys.count, "a run's eight keys must be readable")
+                assert(slot + Self.spareKeys < keys.count, "a run's eight keys must be readable")
                 buckets.append(UInt32(slot) << 3 | UInt32(following))
                 continue
             }
@@ -273,7 +275,7 @@ public struct SortedChunkMap<Value: BitwiseCopyable, Payload> {
     /// A block for new entries; `filler` fills its value slots if the arrays have to grow.
     private mutating func allocateBlock(_ filler: Value) -> Int {
         if let block = freeBlocks.popLast() { return block }
-        keys.insert(contentsOf: repeatElement(0, count: Self.blockCapacity), at: keys.count - 7)
+        keys.insert(contentsOf: repeatElement(0, count: Self.blockCapacity), at: keys.count - Self.spareKeys)
         values.append(contentsOf: repeatElement(filler, count: Self.blockCapacity))
         payloads.append(contentsOf: repeatElement(nil, count: Self.blockCapacity))
         return values.count / Self.blockCapacity - 1
