@@ -108,6 +108,29 @@ struct SessionLifecycleTests {
         _ = listener
     }
 
+    /// Where no provisional name fits in `sun_path` beside the path (a directory name near the
+    /// limit), the socket is bound at the path itself: it still listens there with the mode asked
+    /// for, and nothing else is left beside it.
+    @Test func aPathWithNoRoomForAProvisionalNameIsBoundInPlace() throws {
+        let directory = TemporaryDirectory()
+        let long = directory.path + "/" + String(repeating: "d", count: 75)
+        #expect(mkdir(long, 0o700) == 0)
+        let path = long + "/s"
+        defer {
+            unlink(path)
+            rmdir(long)
+            _ = directory
+        }
+        // The path fits in sun_path (108 bytes with its NUL); ".vfio-user-<pid>-<fd>" beside it does not.
+        #expect(path.utf8.count < 108 && (long + "/.vfio-user-0-0").utf8.count >= 108)
+        let listener = try UnixSocket.listen(path: path)
+        var status = stat()
+        #expect(stat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFSOCK && status.st_mode & 0o777 == 0o600)
+        #expect(directoryEntries(long) == ["s"])
+        _ = try UnixSocket.connect(path: path)
+        _ = listener
+    }
+
     @Test func aStaleSocketIsReplacedButALiveOneIsNot() throws {
         let directory = TemporaryDirectory()
         let path = directory.path + "/s.sock"
