@@ -76,7 +76,8 @@ struct MediatedDeviceTests {
             #expect(instance.endpoint.waitUntilDetached(milliseconds: 5000))
         }
         #expect(try server.states() == [serial.uuid: "idle", nic.uuid: "idle"])
-        guard case let .array(list)? = try server.send(.list)["instances"] else { return }
+        let list = try #require(try server.send(.list)["instances"]?.arrayValue)
+        try #require(list.count == 2)
         #expect(list[0]["sessions"] == 1)
         #expect(list[1]["params"] == ["backend": "sink", "mac": "52:54:00:aa:bb:cc"])
         #expect(list[1]["origin"] == "control-socket")
@@ -201,9 +202,10 @@ struct MediatedDeviceTests {
         let stop = Shared(false), created = Shared(0), removed = Shared(0)
         // Each creator makes 30 instances, waiting for ports when the pool is empty; four removers
         // take instances away as fast as they can see them.
+        let unconnected = Shared(0)
         let creators = (0..<2).map { n in
             Thread {
-                guard let control = try? server.client() else { return }
+                guard let control = try? server.client() else { return unconnected.withLock { $0 += 1 } }
                 var made = 0
                 for attempt in 0..<5000 where made < 30 {
                     let type = (attempt + n) % 2 == 0 ? "mtty-1" : "mtty-2"
@@ -218,7 +220,7 @@ struct MediatedDeviceTests {
         }
         let removers = (0..<4).map { _ in
             Thread {
-                guard let control = try? server.client() else { return }
+                guard let control = try? server.client() else { return unconnected.withLock { $0 += 1 } }
                 while !stop.value {
                     guard case let .array(instances)? = try? control.send(.list)["instances"], !instances.isEmpty,
                           case let .string(uuid)? = instances.randomElement()?["uuid"] else { continue }
@@ -229,10 +231,11 @@ struct MediatedDeviceTests {
         creators.forEach { $0.join() }
         stop.value = true
         removers.forEach { $0.join() }
+        #expect(unconnected.value == 0, "every thread reached the control socket")
         #expect(created.value == 60, "every creation eventually found ports")
         #expect(removed.value >= 60 - 24, "at most 24 instances can be left")
 
-        guard case let .array(left)? = try server.send(.list)["instances"] else { return }
+        let left = try #require(try server.send(.list)["instances"]?.arrayValue)
         var portsUsed: Int64 = 0
         for instance in left {
             #expect(instance["state"] == "idle")

@@ -254,17 +254,15 @@ struct MigrationTests {
 
     @Test func theMigrateCommandMovesAnInstanceToAnother() throws {
         let server = try ServerProcess()
+        defer { server.terminate() }
         let control = try ControlClient(path: server.controlPath)
         let started = try control.send(.start(type: "mtty-2", uuid: nil, parameters: [:]))
-        guard case let .string(socket)? = started["instance"]?["socket"] else {
-            Issue.record("no socket in \(started.text)")
-            return
-        }
+        let socket = try #require(started["instance"]?["socket"]?.stringValue, "no socket in \(started.text)")
         let run = try ServerProcess.run(["migrate", "--from", server.path, "--to", socket, "--chunk", "16", "--json"])
         #expect(run.status == 0, "\(run.errors)")
         let report = try JSONValue(parsing: run.output.trimmingTrailingNewline)
         #expect(report["pre_copy_bytes"] == .int(Int64(Self.streamHeaderRecord + Self.mttyHeaderRecord)))
-        guard case let .int(stopCopy)? = report["stop_copy_bytes"] else { return }
+        let stopCopy = try #require(report["stop_copy_bytes"]?.intValue, "\(run.output)")
         #expect(stopCopy > 0)
 
         let refused = try ServerProcess.run(["migrate", "--from", server.path, "--to", server.directory.path + "/nowhere.sock"])

@@ -17,7 +17,7 @@ public final class TestServer {
     public init(model: DeviceModel = MttyDevice(ports: 2), configuration: ServerConfiguration = ServerConfiguration()) throws {
         path = directory.path + "/device.sock"
         endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: model), configuration: configuration, name: "test")
-        endpoint.start()
+        try endpoint.start()
     }
 
     deinit { endpoint.stop() }
@@ -74,23 +74,29 @@ public func fired(_ eventfd: OwnedFileDescriptor, waitingMilliseconds: Int32 = 0
 }
 
 /// The server executable next to the test bundle, run as its own process (fd counting needs a
-/// process of its own: the tests run in parallel in this one).
+/// process of its own: the tests run in parallel in this one). The process ends with this object:
+/// a test that fails half-way, or forgets `terminate`, leaves no server behind.
 public final class ServerProcess {
     public let directory = TemporaryDirectory()
     public let path: String
     public let pid: pid_t
     /// The server's control socket.
     public let controlPath: String
-    private var reaped = false
+    /// The wait status once the process was reaped.
+    private var exitStatus: CInt?
 
     /// Starts the server on a socket path, or (with `inheriting`) on that socket passed as fd 3.
     /// Its socket directory and control socket are in `directory`; with `firstDevice` false no
     /// `--socket-path` is added (for `--config` or `--no-default-device` runs).
-    /// `serverOptions` false runs another subcommand (the proxy) as it is, waiting for `waitFor`.
-    /// `program` replaces the server executable (an example built with the package).
+    /// `serverOptions` false runs another subcommand (the proxy, a tool) as it is, waiting for
+    /// `waitFor` if given.
+    /// `program` replaces the server executable (an example built with the package, or a wrapper
+    /// such as prlimit or setpriv that runs it); `directoryOwner` hands the directory to the user
+    /// the server will run as.
     public init(arguments: [String] = ["--type", "mtty-2"], inheriting socket: OwnedFileDescriptor? = nil,
                 firstDevice: Bool = true, serverOptions: Bool = true, waitFor: String? = nil,
-                program: String = ServerProcess.executable) throws {
+                program: String = ServerProcess.executable, directoryOwner: uid_t? = nil) throws {
+        if let directoryOwner { chown(directory.path, directoryOwner, gid_t(directoryOwner)) }
         path = directory.path + "/device.sock"
         controlPath = directory.path + "/control.sock"
         var argv = arguments
@@ -99,9 +105,13 @@ public final class ServerProcess {
             if socket != nil { argv += ["--fd", "3"] } else if firstDevice { argv += ["--socket-path", path] }
         }
         pid = try Self.spawn(program, argv, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt", fd3: socket)
-        let ready = waitFor ?? controlPath
+        // A serving process is ready once its control socket is there; another command when the
+        // file it makes (`waitFor`) is, or at once.
+        guard let ready = waitFor ?? (serverOptions ? controlPath : nil) else { return }
         for _ in 0..<200 where access(ready, F_OK) != 0 && !hasExited { usleep(20_000) }
     }
+
+    deinit { _ = terminate() }
 
     /// The vfio-user-server binary beside this test binary.
     public static var executable: String {
@@ -151,15 +161,31 @@ public final class ServerProcess {
     }
 
     /// Runs a program (the server executable unless given) to completion: exit status, standard
-    /// output and standard error. `environment` entries come before the inherited ones.
-    public static func run(_ arguments: [String], program: String = executable,
-                           environment: [String] = []) throws -> (status: CInt, output: String, errors: String) {
+    /// output and standard error. `environment` entries come before the inherited ones. A program
+    /// still running after `timeoutSeconds` is killed (SIGKILL shows in the status), so a hung
+    /// command fails its test instead of hanging the suite.
+    public static func run(_ arguments: [String], program: String = executable, environment: [String] = [],
+                           timeoutSeconds: Int = 60) throws -> (status: CInt, output: String, errors: String) {
         let directory = TemporaryDirectory()
         let pid = try spawn(program, arguments, environment: environment,
                             output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt")
-        var status: CInt = 0
-        waitpid(pid, &status, 0)
+        let status = reap(pid, killingAfterMilliseconds: timeoutSeconds * 1000)
         return (status, readFile(directory.path + "/stdout.txt"), readFile(directory.path + "/stderr.txt"))
+    }
+
+    /// Waits for `pid` to exit; SIGKILL once `milliseconds` have passed. Its wait status.
+    static func reap(_ pid: pid_t, killingAfterMilliseconds milliseconds: Int) -> CInt {
+        var status: CInt = 0
+        let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if monotonicNanoseconds() > deadline {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                break
+            }
+            usleep(5_000)
+        }
+        return status
     }
 
     /// What the server printed so far on standard output and standard error.
@@ -168,10 +194,11 @@ public final class ServerProcess {
 
     /// Waits for the process to exit by itself (up to `milliseconds`); its exit status, or nil.
     public func waitForExit(milliseconds: Int) -> CInt? {
+        if let exitStatus { return exitStatus }
         for _ in 0..<(milliseconds / 10 + 1) {
             var status: CInt = 0
             if waitpid(pid, &status, WNOHANG) == pid {
-                reaped = true
+                exitStatus = status
                 return status
             }
             usleep(10_000)
@@ -203,13 +230,14 @@ public final class ServerProcess {
         return text[text.index(close, offsetBy: 2)] == "Z"
     }
 
-    /// SIGTERM; returns the exit status.
-    public func terminate() -> CInt {
-        guard !reaped else { return 0 }
-        reaped = true
-        kill(pid, SIGTERM)
-        var status: CInt = 0
-        waitpid(pid, &status, 0)
+    /// Sends `signal` (SIGTERM by default) and waits for the exit; SIGKILL if the process is still
+    /// there after 10 s. The wait status (the one it had if it exited by itself before).
+    @discardableResult
+    public func terminate(_ signal: CInt = SIGTERM) -> CInt {
+        if let exitStatus { return exitStatus }
+        kill(pid, signal)
+        let status = Self.reap(pid, killingAfterMilliseconds: 10_000)
+        exitStatus = status
         return status
     }
 }

@@ -36,6 +36,13 @@ public indirect enum JSONValue: Equatable, Sendable {
         return members.last { $0.key == key }?.value
     }
 
+    /// The elements of an array; nil for any other value.
+    public var arrayValue: [JSONValue]? { if case let .array(elements) = self { elements } else { nil } }
+    /// The text of a string; nil for any other value.
+    public var stringValue: String? { if case let .string(text) = self { text } else { nil } }
+    /// A signed integer; nil for any other value.
+    public var intValue: Int64? { if case let .int(value) = self { value } else { nil } }
+
     public var typeName: String {
         switch self {
         case .null: "null"
