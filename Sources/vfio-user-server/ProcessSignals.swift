@@ -2,10 +2,12 @@
 import Glibc
 #endif
 
-/// SIGTERM and SIGINT end the server cleanly (the spec's backend conventions): they are blocked in
-/// every thread and collected by `waitForTermination` on the main thread. SIGPIPE is ignored;
-/// sockets are written with MSG_NOSIGNAL anyway.
+/// SIGTERM and SIGINT end the server cleanly (the spec's backend conventions): a command that
+/// serves blocks them before it starts any thread, so every thread inherits the mask, and collects
+/// them with `waitForTermination` on the main thread. SIGPIPE is ignored there; sockets are written
+/// with MSG_NOSIGNAL anyway. Tools that only run to completion leave the signals alone.
 enum ProcessSignals {
+    /// Call first in a serving command's `run`, before any thread exists.
     static func blockTermination() {
         var set = sigset_t()
         sigemptyset(&set)

@@ -1,6 +1,6 @@
 import ArgumentParser
 
-// Signals are blocked before any thread starts, so that every thread inherits the mask and the
-// main thread alone receives SIGTERM/SIGINT (with sigwait) and shuts down cleanly.
-ProcessSignals.blockTermination()
+// Signals keep their default actions here: Ctrl-C ends a tool (client, decode, migrate) at once.
+// Only the long-running commands (serve, proxy) block them, in `ProcessSignals.blockTermination`
+// before their first thread, and collect them with sigwait to shut down cleanly.
 VfioUserServerCommand.main()

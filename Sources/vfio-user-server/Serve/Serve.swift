@@ -108,6 +108,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        ProcessSignals.blockTermination()
         var configuration = ServerConfiguration()
         configuration.trace = trace
         let file: ServerConfigFile?

@@ -41,6 +41,7 @@ struct Proxy: ParsableCommand {
     }
 
     func run() throws {
+        ProcessSignals.blockTermination()
         let listener: OwnedFileDescriptor
         do throws(TransportError) { listener = try UnixSocket.listen(path: listen) } catch {
             ServerLog.error("\(listen): \(error)")
