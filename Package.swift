@@ -38,10 +38,12 @@ let package = Package(
             swiftSettings: strict
         ),
         // PCI semantics: config space, capabilities, BARs, interrupts, the DMA space.
-        .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux", "Locking"], swiftSettings: strict),
+        .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux", "Locking", .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: strict),
         // Device models: they see RegionEmulation only.
         .target(name: "MttyDevice", dependencies: ["RegionEmulation", "Locking"], swiftSettings: strict),
-        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "CLinux", "Locking"], swiftSettings: strict),
+        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "CLinux", "Locking", .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: strict),
         // Endpoints, sessions, device life cycle: between the protocol and the command line.
         .target(
             name: "VfioUserServer",

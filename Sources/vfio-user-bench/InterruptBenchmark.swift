@@ -47,7 +47,7 @@ struct InterruptBenchmark: ParsableCommand {
         let mttyPath = directory + "/mtty.sock"
         let mtty = try DeviceEndpoint(path: mttyPath, device: EmulatedDevice(model: MttyDevice(ports: 2)),
                                       configuration: ServerConfiguration(), name: "bench")
-        mtty.start()
+        try mtty.start()
         defer { mtty.stop() }
         let mttyClient = try VfioUserClient(path: mttyPath)
         try mttyClient.negotiate()
@@ -57,9 +57,9 @@ struct InterruptBenchmark: ParsableCommand {
 
         // MSI-X on a virtio-net: the driver enables it as QEMU does, one eventfd per vector.
         let netPath = directory + "/net.sock"
-        let net = try DeviceEndpoint(path: netPath, device: EmulatedDevice(model: VirtioNetDevice(backend: SinkBackend(), mac: [0x52, 0x54, 0, 0, 0, 1])),
+        let net = try DeviceEndpoint(path: netPath, device: EmulatedDevice(model: try VirtioNetDevice(backend: SinkBackend(), mac: [0x52, 0x54, 0, 0, 0, 1])),
                                      configuration: ServerConfiguration(), name: "bench-net")
-        net.start()
+        try net.start()
         defer { net.stop() }
         let driver = try VirtioNetDriver(path: netPath)
         guard try driver.negotiate([.version1, .netMAC]) else { throw BenchError("FEATURES_OK refused") }
@@ -109,7 +109,7 @@ struct InterruptBenchmark: ParsableCommand {
         let wokenAddress = UInt(bitPattern: woken)
         let waiterFD = eventfd.rawValue
         let readyFD = ready.rawValue
-        spawnThread(name: "waiter") {
+        try spawnThread(name: "waiter") {
             var poller = pollfd(fd: waiterFD, events: Int16(POLLIN), revents: 0)
             var value: UInt64 = 0
             for _ in 0..<count {

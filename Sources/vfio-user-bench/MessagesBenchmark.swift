@@ -167,7 +167,7 @@ struct MessagesBenchmark: ParsableCommand {
         let path = directory + "/in-process.sock"
         let endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: MttyDevice(ports: 2)),
                                           configuration: ServerConfiguration(), name: "bench")
-        endpoint.start()
+        try endpoint.start()
         defer { endpoint.stop() }
         let client = try RawClient(path: path, writeMultiple: true)
         let echoClient = try RawClient(path: directory + "/echo.sock", writeMultiple: false)

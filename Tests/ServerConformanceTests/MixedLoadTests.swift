@@ -38,9 +38,9 @@ struct MixedLoadTests {
     @Test func countersMatchOnBothSidesThroughResetsAndReconnects() throws {
         let directory = TemporaryDirectory()
         let serial = MttyDevice(ports: 2)
-        let left = VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/left", peer: directory.path + "/right"),
+        let left = try VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/left", peer: directory.path + "/right"),
                                    mac: Self.leftMAC)
-        let right = VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/right", peer: directory.path + "/left"),
+        let right = try VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/right", peer: directory.path + "/left"),
                                     mac: Self.rightMAC)
         let serialServer = try TestServer(model: serial)
         let leftServer = try TestServer(model: left)

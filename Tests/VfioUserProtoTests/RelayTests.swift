@@ -36,7 +36,7 @@ struct RelayTests {
         let lines = Shared<[String]>([])
         let relay = MessageRelay(client: clientSide, server: serverSide) { line in lines.withLock { $0.append(line) } }
         let done = Shared<(Int, Int)?>(nil)
-        let thread = Thread { done.value = relay.run() }
+        let thread = Thread { done.value = try? relay.run() }
 
         let eventfd = try OwnedFileDescriptor.eventfd()
         let request = message(id: 5, command: .deviceSetIRQs,

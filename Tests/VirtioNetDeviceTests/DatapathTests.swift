@@ -207,8 +207,8 @@ struct CableTests {
     @Test func framesCrossBetweenTwoDevicesWithoutRoot() throws {
         let directory = TemporaryDirectory()
         let a = directory.path + "/a.sock", b = directory.path + "/b.sock"
-        let left = VirtioNetDevice(backend: try DatagramBackend(local: a, peer: b), mac: [0x52, 0x54, 0, 0, 0, 0xA1])
-        let right = VirtioNetDevice(backend: try DatagramBackend(local: b, peer: a), mac: [0x52, 0x54, 0, 0, 0, 0xB2])
+        let left = try VirtioNetDevice(backend: try DatagramBackend(local: a, peer: b), mac: [0x52, 0x54, 0, 0, 0, 0xA1])
+        let right = try VirtioNetDevice(backend: try DatagramBackend(local: b, peer: a), mac: [0x52, 0x54, 0, 0, 0, 0xB2])
         let leftServer = try TestServer(model: left)
         let rightServer = try TestServer(model: right)
         let leftDriver = try VirtioNetDriver(path: leftServer.path)

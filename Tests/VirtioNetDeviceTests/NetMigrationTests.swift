@@ -24,8 +24,8 @@ struct NetMigrationTests {
     @Test(arguments: [false, true])
     func nothingIsLostOrDuplicatedAcrossTheMove(messageMode: Bool) throws {
         let sourceWire = try RecordingBackend(), destinationWire = try RecordingBackend()
-        let sourceModel = VirtioNetDevice(backend: sourceWire, mac: NetTestBed.mac)
-        let destinationModel = VirtioNetDevice(backend: destinationWire, mac: NetTestBed.mac)
+        let sourceModel = try VirtioNetDevice(backend: sourceWire, mac: NetTestBed.mac)
+        let destinationModel = try VirtioNetDevice(backend: destinationWire, mac: NetTestBed.mac)
         let source = try TestServer(model: sourceModel), destination = try TestServer(model: destinationModel)
         let driver = try VirtioNetDriver(path: source.path, messageMode: messageMode)
         #expect(try driver.negotiate(NetTestBed.defaultFeatures))
@@ -77,7 +77,7 @@ struct NetMigrationTests {
         #expect(try bed.driver.control(class: 0, command: 0, data: [0]) == 0) // promiscuous off
         let newMAC: [UInt8] = [0x52, 0x54, 0x00, 0xAA, 0xBB, 0xCC]
         #expect(try bed.driver.control(class: 1, command: 1, data: newMAC) == 0)
-        let destinationModel = VirtioNetDevice(backend: SinkBackend(), mac: [0x52, 0x54, 0, 0, 0, 1])
+        let destinationModel = try VirtioNetDevice(backend: SinkBackend(), mac: [0x52, 0x54, 0, 0, 0, 1])
         let destination = try TestServer(model: destinationModel)
         let to = try destination.attach()
         try bed.driver.mapMemory(on: to)
@@ -101,7 +101,7 @@ struct NetMigrationTests {
     @Test func aDestinationWithSmallerRingsRefusesTheState() throws {
         let bed = try NetTestBed()
         try bed.up()
-        let other = VirtioNetDevice(backend: SinkBackend(), mac: NetTestBed.mac, queueSize: 64)
+        let other = try VirtioNetDevice(backend: SinkBackend(), mac: NetTestBed.mac, queueSize: 64)
         let destination = try TestServer(model: other)
         let to = try destination.attach()
         let from = bed.driver.client

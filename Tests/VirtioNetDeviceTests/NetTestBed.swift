@@ -21,7 +21,7 @@ final class NetTestBed {
 
     init(messageMode: Bool = false, queueSize: UInt16 = 256, msix: Bool = true) throws {
         wire = try DatagramBackend(local: directory.path + "/wire.sock", peer: directory.path + "/device.sock")
-        model = VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/device.sock", peer: directory.path + "/wire.sock"),
+        model = try VirtioNetDevice(backend: try DatagramBackend(local: directory.path + "/device.sock", peer: directory.path + "/wire.sock"),
                                 mac: Self.mac, queueSize: queueSize, msix: msix)
         server = try TestServer(model: model)
         driver = try VirtioNetDriver(path: server.path, messageMode: messageMode)

@@ -52,13 +52,13 @@ pthread_sigmask(SIG_BLOCK, &signals, nil) // before any thread starts: they inhe
 do {
     let endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: CounterDevice()),
                                       configuration: ServerConfiguration(), name: "counter")
-    endpoint.start()
+    try endpoint.start()
     print(#"counter device on \#(path): -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"\#(path)"}}'"#)
     fflush(nil)
     var signal: CInt = 0
     sigwait(&signals, &signal) // Ctrl-C or SIGTERM
     endpoint.stop() // closes the session and removes the socket
 } catch {
-    print("cannot listen on \(path): \(error)")
+    print("cannot serve on \(path): \(error)")
     exit(1)
 }

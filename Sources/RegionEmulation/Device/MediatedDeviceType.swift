@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// What a parent device has a limited amount of, shared by the types that draw from it: the mtty
 /// sample's 24 ports (an mtty-1 takes one, an mtty-2 two), or a cap on virtio-net NICs.
 public struct ResourcePool: Sendable, Hashable {
@@ -59,9 +61,14 @@ public struct MediatedDeviceRequest: Sendable {
     }
 }
 
-/// Why a device model could not be created from its parameters (a bad value, a backend that
-/// cannot be opened). The core answers it with EINVAL and this message.
+/// Why a device model could not be created: a bad parameter (EINVAL, the default), or something
+/// the system ran out of (EMFILE for fds, EAGAIN for threads). The core answers with this errno
+/// and message.
 public struct DeviceCreationError: Error, CustomStringConvertible, Sendable {
+    public let errno: Errno
     public let description: String
-    public init(_ description: String) { self.description = description }
+    public init(_ description: String, errno: Errno = .invalidArgument) {
+        self.errno = errno
+        self.description = description
+    }
 }

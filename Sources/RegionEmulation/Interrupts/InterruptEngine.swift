@@ -349,7 +349,7 @@ public final class InterruptEngine: Sendable {
             for (k, fire) in selected.enumerated() where fire { trigger(index, vector: start + k) }
         case (.actionUnmask, .dataEventfd):
             guard index == .intx else { throw .notImplemented("UNMASK with an eventfd on \(index)") }
-            setINTxUnmaskEventfd(fds.first)
+            try setINTxUnmaskEventfd(fds.first)
         case (.actionMask, .dataEventfd):
             throw .notImplemented("MASK with an eventfd")
         case (.actionMask, _), (.actionUnmask, _):
@@ -393,21 +393,25 @@ public final class InterruptEngine: Sendable {
                 s.intxUnmaskEventfd = nil
             }
         }
-        if let unmaskFD { EventfdWatcher.shared.unwatch(unmaskFD) }
+        if let unmaskFD { try? EventfdWatcher.shared().unwatch(unmaskFD) }
     }
 
-    private func setINTxUnmaskEventfd(_ fd: OwnedFileDescriptor?) {
+    /// Assigns (nil: unassigns) INTx's unmask eventfd. Throws, leaving the old one in place, when
+    /// the watcher cannot take it (out of fds, threads or epoll watches).
+    private func setINTxUnmaskEventfd(_ fd: OwnedFileDescriptor?) throws(InterruptError) {
+        if let fd {
+            do throws(Errno) {
+                try EventfdWatcher.shared().watch(fd) { [weak self] in self?.setMasked(.intx, vector: 0, false) }
+            } catch {
+                throw .outOfResources(error, "cannot watch the INTx unmask eventfd")
+            }
+        }
         let old = state.withLock { s in
             let old = s.intxUnmaskEventfd
             s.intxUnmaskEventfd = fd
             return old
         }
-        if let old { EventfdWatcher.shared.unwatch(old) }
-        if let fd {
-            EventfdWatcher.shared.watch(fd) { [weak self] in
-                self?.setMasked(.intx, vector: 0, false)
-            }
-        }
+        if let old, old !== fd { try? EventfdWatcher.shared().unwatch(old) }
     }
 
     /// Back to power-on: `closeEventfds` on a lost connection (the client is gone), otherwise

@@ -8,11 +8,14 @@ public enum InterruptError: ErrnoConvertible, Equatable, CustomStringConvertible
     /// A well-formed action this index does not implement: ENOTTY, the kernel's answer
     /// (e.g. MASK with an eventfd).
     case notImplemented(String)
+    /// The process ran out of something the request needs (EMFILE, ENOMEM, EAGAIN).
+    case outOfResources(Errno, String)
 
     public var errno: Errno {
         switch self {
         case .invalid: .invalidArgument
         case .notImplemented: .inappropriateIOCTLForDevice
+        case let .outOfResources(errno, _): errno
         }
     }
 
@@ -20,6 +23,7 @@ public enum InterruptError: ErrnoConvertible, Equatable, CustomStringConvertible
         switch self {
         case let .invalid(why): why
         case let .notImplemented(what): "not implemented: \(what)"
+        case let .outOfResources(errno, what): "\(what): \(errno.name)"
         }
     }
 }

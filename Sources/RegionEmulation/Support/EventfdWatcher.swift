@@ -12,9 +12,20 @@ import Glibc
 /// which KVM writes on EOI, and virtio doorbells. The callback runs on the watcher thread after the
 /// counter has been read, so it must be short and must not block.
 public final class EventfdWatcher: Sendable {
-    public static let shared = EventfdWatcher()
+    private static let instance = Locked<EventfdWatcher?>(nil)
 
-    private let epoll: CInt
+    /// The process's watcher, made on first use. Throws when no fd or thread is left to make it
+    /// (the request that needed it fails with that errno; a later one tries again).
+    public static func shared() throws(Errno) -> EventfdWatcher {
+        try instance.withLock { (watcher: inout EventfdWatcher?) throws(Errno) -> EventfdWatcher in
+            if let watcher { return watcher }
+            let made = try EventfdWatcher()
+            watcher = made
+            return made
+        }
+    }
+
+    private let epoll: OwnedFileDescriptor
     private let callbacks = Locked<[CInt: Registration]>([:])
 
     private struct Registration {
@@ -22,29 +33,35 @@ public final class EventfdWatcher: Sendable {
         let action: @Sendable () -> Void
     }
 
-    private init() {
-        epoll = epoll_create1(CInt(EPOLL_CLOEXEC))
-        precondition(epoll >= 0, "epoll_create1 failed")
-        let fd = epoll
-        spawnThread(name: "eventfd-watch") { [unowned self] in self.run(fd) }
+    private init() throws(Errno) {
+        let fd = epoll_create1(CInt(EPOLL_CLOEXEC))
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        epoll = OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd))
+        try spawnThread(name: "eventfd-watch") { [unowned self] in self.run(fd) }
     }
 
     /// Watches `eventfd` until `unwatch` (or until the fd is replaced by another registration).
-    public func watch(_ eventfd: OwnedFileDescriptor, _ action: @escaping @Sendable () -> Void) {
+    /// Throws epoll's error (ENOMEM, or ENOSPC past the user's watch limit).
+    public func watch(_ eventfd: OwnedFileDescriptor, _ action: @escaping @Sendable () -> Void) throws(Errno) {
         let fd = eventfd.rawValue
         callbacks.withLock { $0[fd] = Registration(eventfd: eventfd, action: action) }
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
         event.data.fd = fd
-        if epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0 {
-            _ = epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
+        if epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd, &event) != 0 {
+            let added = errno
+            if added == EEXIST && epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, fd, &event) == 0 { return }
+            callbacks.withLock { registrations in
+                if registrations[fd]?.eventfd === eventfd { registrations[fd] = nil }
+            }
+            throw Errno(rawValue: added == EEXIST ? errno : added)
         }
     }
 
     public func unwatch(_ eventfd: OwnedFileDescriptor) {
         let fd = eventfd.rawValue
         var event = epoll_event()
-        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, &event)
+        _ = epoll_ctl(epoll.rawValue, EPOLL_CTL_DEL, fd, &event)
         callbacks.withLock { registrations in
             if registrations[fd]?.eventfd === eventfd { registrations[fd] = nil }
         }

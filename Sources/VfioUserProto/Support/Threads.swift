@@ -1,4 +1,5 @@
 import CLinux
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,7 +7,10 @@ import Glibc
 /// Starts a detached POSIX thread running `body`. The server's sessions, acceptors and device
 /// datapaths are plain threads: a blocking `recvmsg` per session is the shortest path from the
 /// socket to the device, and no executor sits between them.
-public func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) {
+///
+/// Throws pthread_create's error (EAGAIN at a thread or memory limit): the caller refuses the one
+/// request that needed the thread, and the server goes on.
+public func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
     final class Box: @unchecked Sendable { // Handed to exactly one new thread, which consumes it.
         let body: @Sendable () -> Void
         let name: String
@@ -29,7 +33,10 @@ public func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) {
         return nil
     }, box)
     pthread_attr_destroy(&attributes)
-    precondition(result == 0, "pthread_create failed: \(result)")
+    guard result == 0 else {
+        Unmanaged<Box>.fromOpaque(box).release()
+        throw Errno(rawValue: result)
+    }
 }
 
 /// A mutex with a condition variable, for the few places a thread must sleep until another thread

@@ -1,3 +1,4 @@
+import SystemPackage
 /// A transparent proxy for one connection: every message from the client goes to the server and
 /// back unchanged, file descriptors included (which socat cannot pass), and each is described on
 /// its way, as `--trace` does. Messages are forwarded whole, one `sendmsg` each, so the fds stay
@@ -20,10 +21,10 @@ public final class MessageRelay: Sendable {
     }
 
     /// Relays until either side closes or breaks the framing; then closes both. Returns the number
-    /// of messages passed each way.
-    public func run() -> (toServer: Int, fromServer: Int) {
+    /// of messages passed each way. Throws when no thread can be made for the replies' direction.
+    public func run() throws(Errno) -> (toServer: Int, fromServer: Int) {
         let replies = RepliesPumped()
-        spawnThread(name: "relay-reply") { [self] in
+        try spawnThread(name: "relay-reply") { [self] in
             let count = pump(from: server, to: client, .fromServer)
             replies.lock.withLock {
                 replies.count = count

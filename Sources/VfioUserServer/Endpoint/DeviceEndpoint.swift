@@ -8,13 +8,24 @@ import Glibc
 /// One device served on one socket: accepts clients one at a time (the spec has no multiplexing),
 /// runs a session per client on its own thread, and resets the device when a client goes away so
 /// the next one finds it as new.
+///
+/// Clients that cannot be served (one is attached already, the instance is being removed, the
+/// process is out of fds or threads) are refused by the acceptor itself: their first message gets
+/// an error reply with the reason's errno (EBUSY, EMFILE, EAGAIN), then the connection closes. A
+/// storm of them costs no thread, and one fd each only while they are answered.
 public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`active`, `stopped`, counters) under `lock`.
     public let name: String
     public let device: EmulatedDevice
     public let configuration: ServerConfiguration
     public let socketPath: String?
 
-    private let listener: OwnedFileDescriptor
+    /// Where clients come from: a listening socket, or one connected client handed to the server.
+    private enum Source {
+        case listener(OwnedFileDescriptor)
+        case connection(OwnedFileDescriptor)
+    }
+
+    private let source: Source
     private let socketIdentity: UnixSocket.FileIdentity?
     private let lock = ConditionLock()
     private var active: Session?
@@ -25,13 +36,16 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
     private var _sessionsServed = 0
     private var _clientsRefused = 0
 
+    /// How long a refused client has to send its first message before it is closed unanswered.
+    static let refusalMilliseconds = 2000
+
     /// Listens on `path` (mode `permissions`, 0600 by default; a stale socket is replaced).
     public init(path: String, permissions: FilePermissions = [.ownerRead, .ownerWrite], device: EmulatedDevice,
                 configuration: ServerConfiguration, name: String) throws(TransportError) {
         self.name = name
         self.device = device
         self.configuration = configuration
-        listener = try UnixSocket.listen(path: path, permissions: permissions)
+        source = .listener(try UnixSocket.listen(path: path, permissions: permissions))
         socketPath = path
         socketIdentity = UnixSocket.identity(of: path)
     }
@@ -41,55 +55,145 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
         self.name = name
         self.device = device
         self.configuration = configuration
-        listener = listeningSocket
+        source = .listener(listeningSocket)
         socketPath = nil
         socketIdentity = nil
     }
 
-    /// Starts accepting on a thread of its own.
-    public func start() {
-        lock.withLock { acceptorRunning = true }
-        spawnThread(name: "accept-\(name)") { [self] in
-            acceptLoop()
+    /// Serves the one client already connected on `connectedSocket` (`--fd` with a connected
+    /// socket, the spec's backend convention): one session, no other client, no socket file.
+    public init(connectedSocket: OwnedFileDescriptor, device: EmulatedDevice, configuration: ServerConfiguration, name: String) {
+        self.name = name
+        self.device = device
+        self.configuration = configuration
+        source = .connection(connectedSocket)
+        socketPath = nil
+        socketIdentity = nil
+    }
+
+    /// Starts accepting on a thread of its own (on a connected socket: starts its one session).
+    /// Throws EAGAIN when no thread can be made.
+    public func start() throws(Errno) {
+        switch source {
+        case let .listener(listener):
+            lock.withLock { acceptorRunning = true }
+            let acceptor = ReservingAcceptor(listener: listener) // its reserve fd exists once start returns
+            do throws(Errno) {
+                try spawnThread(name: "accept-\(name)") { [self] in
+                    acceptLoop(acceptor)
+                    lock.withLock {
+                        acceptorRunning = false
+                        lock.broadcast()
+                    }
+                }
+            } catch {
+                lock.withLock { acceptorRunning = false }
+                throw error
+            }
+        case let .connection(connection):
+            let session = Session(device: device, socket: connection, configuration: configuration, name: name)
             lock.withLock {
-                acceptorRunning = false
-                lock.broadcast()
+                active = session
+                _sessionsServed += 1
+            }
+            do throws(Errno) { try runSession(session) } catch {
+                lock.withLock { active = nil }
+                throw error
             }
         }
     }
 
-    private func acceptLoop() {
-        while true {
-            let connection: OwnedFileDescriptor
-            do {
-                connection = try UnixSocket.accept(listener)
-            } catch {
-                if lock.withLock({ stopped }) { return }
-                ServerLog.warning("\(name): accept: \(error)")
-                usleep(10_000) // e.g. EMFILE: do not spin
+    /// A client waiting for its error reply.
+    private struct Refusal {
+        let connection: OwnedFileDescriptor
+        let errno: Errno
+        let deadline: UInt64
+    }
+
+    private func acceptLoop(_ acceptor: ReservingAcceptor) {
+        var refusals: [Refusal] = []
+        while !lock.withLock({ stopped }) {
+            // Without its reserve (spent on a client that has been closed since, or out of fds
+            // altogether), the listener waits: it is looked at again every 100 ms.
+            acceptor.restoreReserve()
+            let watchListener = acceptor.holdsReserve
+            let now = monotonicNanoseconds()
+            var fds = refusals.map { pollfd(fd: $0.connection.rawValue, events: Int16(POLLIN), revents: 0) }
+            if watchListener { fds.append(pollfd(fd: acceptor.listener.rawValue, events: Int16(POLLIN), revents: 0)) }
+            let wakeAt = (refusals.map(\.deadline) + (watchListener ? [] : [now + 100_000_000])).min()
+            let timeout = wakeAt.map { CInt(min(($0 > now ? $0 - now : 0) / 1_000_000 + 1, 1000)) } ?? -1
+            if poll(&fds, nfds_t(fds.count), timeout) < 0 && errno != EINTR {
+                ServerLog.warning("\(name): poll: \(Errno(rawValue: errno).name)")
+                usleep(10_000)
                 continue
             }
-            let session: Session? = lock.withLock {
-                waitForHungUpSessionLocked()
-                guard !stopped, !closedToNewClients, active == nil else { return nil }
-                let session = Session(device: device, socket: connection, configuration: configuration, name: name)
-                active = session
-                _sessionsServed += 1
-                return session
-            }
-            guard let session else {
-                if lock.withLock({ stopped }) { return }
-                refuse(connection)
-                continue
-            }
-            ServerLog.info("\(name): client attached")
-            spawnThread(name: "session-\(name)") { [self] in
-                session.run()
-                ServerLog.info("\(name): client detached; device reset")
-                lock.withLock {
-                    active = nil
-                    lock.broadcast()
+            // Answer the refused clients whose first message came; drop those that sent none in time.
+            let after = monotonicNanoseconds()
+            var waiting: [Refusal] = []
+            for (refusal, polled) in zip(refusals, fds) {
+                if polled.revents != 0 {
+                    answer(refusal)
+                } else if after < refusal.deadline {
+                    waiting.append(refusal)
                 }
+            }
+            refusals = waiting // the others close here
+            guard watchListener, fds.last?.revents ?? 0 != 0 else { continue }
+            do throws(TransportError) {
+                switch try acceptor.accept() {
+                case let .accepted(connection):
+                    if let refusal = admit(connection) { refusals.append(refusal) }
+                case let .outOfDescriptors(connection, errno):
+                    ServerLog.warning("\(name): out of file descriptors (\(errno.name)): refusing a client")
+                    refusals.append(refuse(connection, errno))
+                case .exhausted:
+                    break // the listener waits until the reserve is back
+                }
+            } catch {
+                if lock.withLock({ stopped }) { break }
+                ServerLog.warning("\(name): accept: \(error)")
+                usleep(10_000)
+            }
+        }
+    }
+
+    /// Starts a session for a new client, or says why not (a refusal to answer).
+    private func admit(_ connection: OwnedFileDescriptor) -> Refusal? {
+        let session: Session? = lock.withLock {
+            waitForHungUpSessionLocked()
+            guard !stopped, !closedToNewClients, active == nil else { return nil }
+            let session = Session(device: device, socket: connection, configuration: configuration, name: name)
+            active = session
+            _sessionsServed += 1
+            return session
+        }
+        guard let session else {
+            let removing = lock.withLock { closedToNewClients }
+            ServerLog.warning("\(name): refused a client: " + (removing ? "the device is being removed" : "the device is attached"))
+            return refuse(connection, .resourceBusy)
+        }
+        do throws(Errno) {
+            try runSession(session)
+            ServerLog.info("\(name): client attached")
+            return nil
+        } catch {
+            lock.withLock {
+                active = nil
+                _sessionsServed -= 1
+                lock.broadcast()
+            }
+            ServerLog.warning("\(name): no thread for a session (\(error.name)): refusing a client")
+            return refuse(connection, error)
+        }
+    }
+
+    private func runSession(_ session: Session) throws(Errno) {
+        try spawnThread(name: "session-\(name)") { [self] in
+            session.run()
+            ServerLog.info("\(name): client detached; device reset")
+            lock.withLock {
+                active = nil
+                lock.broadcast()
             }
         }
     }
@@ -105,46 +209,44 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
         }
     }
 
-    /// A second client while one is attached, or any client while the instance is being removed:
-    /// its first message gets an EBUSY error reply (so it knows why), then the connection closes.
-    /// The attached client is not disturbed.
-    private func refuse(_ connection: OwnedFileDescriptor) {
-        let removing = lock.withLock {
-            _clientsRefused += 1
-            return closedToNewClients
-        }
-        ServerLog.warning("\(name): refused a client: " + (removing ? "the device is being removed" : "the device is attached"))
-        let maxMessageSize = configuration.maxMessageSize
-        spawnThread(name: "refuse-\(name)") {
-            let receiver = MessageReceiver(socket: connection.descriptor, maxMessageSize: maxMessageSize, initialCapacity: 4096)
-            if (try? receiver.waitReadable(milliseconds: 2000)) == true,
-               let message = try? receiver.receive(), message.header.flags.isCommand,
-               !message.header.flags.contains(.noReply) {
-                var writer = ByteWriter(capacity: 16)
-                message.header.errorReply(errno: UInt32(EBUSY)).encode(into: &writer)
-                try? MessageSender(socket: connection.descriptor).send(writer.bytes)
-            }
-            UnixSocket.shutdown(connection)
-        }
+    private func refuse(_ connection: OwnedFileDescriptor, _ errno: Errno) -> Refusal {
+        lock.withLock { _clientsRefused += 1 }
+        let deadline = monotonicNanoseconds() + UInt64(Self.refusalMilliseconds) * 1_000_000
+        return Refusal(connection: connection, errno: errno, deadline: deadline)
     }
 
-    /// Serves one already-connected client on the calling thread (`--fd` with a connected socket).
-    public func serve(connection: OwnedFileDescriptor) {
-        let session = Session(device: device, socket: connection, configuration: configuration, name: name)
-        lock.withLock {
-            active = session
-            _sessionsServed += 1
+    /// Replies to a refused client's first message with its errno (unless that message asked for
+    /// no reply); the connection closes when the refusal is dropped. What else the client sent is
+    /// read and dropped first: a UNIX socket closed with unread data resets its peer, which would
+    /// then see ECONNRESET instead of the reply and the end of the stream.
+    private func answer(_ refusal: Refusal) {
+        var bytes = [UInt8](repeating: 0, count: MessageHeader.size)
+        let received = bytes.withUnsafeMutableBytes { recv(refusal.connection.rawValue, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
+        defer {
+            var scratch = [UInt8](repeating: 0, count: 4096)
+            while scratch.withUnsafeMutableBytes({ recv(refusal.connection.rawValue, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }) > 0 {}
         }
-        session.run()
-        lock.withLock { active = nil }
+        guard received == MessageHeader.size else { return }
+        let header: MessageHeader? = bytes.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            return try? MessageHeader(decoding: &reader)
+        }
+        guard let header, header.flags.isCommand, !header.flags.contains(.noReply) else { return }
+        var writer = ByteWriter(capacity: MessageHeader.size)
+        header.errorReply(errno: UInt32(refusal.errno.rawValue)).encode(into: &writer)
+        try? MessageSender(socket: refusal.connection.descriptor).send(writer.bytes)
     }
 
     public var isAttached: Bool { lock.withLock { active != nil } }
     public var sessionsServed: Int { lock.withLock { _sessionsServed } }
     public var clientsRefused: Int { lock.withLock { _clientsRefused } }
 
-    /// Waits until no client is attached; false on timeout.
-    public func waitUntilDetached(milliseconds: Int) -> Bool {
+    /// Waits until no client is attached (nil: for as long as it takes); false on timeout.
+    public func waitUntilDetached(milliseconds: Int? = nil) -> Bool {
+        guard let milliseconds else {
+            lock.withLock { while active != nil { lock.wait() } }
+            return true
+        }
         let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
         return lock.withLock {
             while active != nil {
@@ -182,7 +284,7 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
             stopped = true
             return active
         }
-        UnixSocket.shutdown(listener)
+        if case let .listener(listener) = source { UnixSocket.shutdown(listener) }
         session?.shutdown()
         lock.withLock {
             let deadline = monotonicNanoseconds() + 5_000_000_000

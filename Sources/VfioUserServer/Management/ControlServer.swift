@@ -29,24 +29,62 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
         identity = UnixSocket.identity(of: path)
     }
 
-    public func start() {
+    /// Starts accepting management clients; throws EAGAIN when no thread can be made.
+    public func start() throws(Errno) {
         track(+1)
-        spawnThread(name: "control-accept") { [self] in
-            while let connection = try? UnixSocket.accept(listener) {
-                let admitted = lock.withLock {
-                    guard !stopped else { return false }
-                    connections[ObjectIdentifier(connection)] = connection
-                    threads += 1
-                    return true
+        let acceptor = ReservingAcceptor(listener: listener) // its reserve fd exists once start returns
+        do throws(Errno) {
+            try spawnThread(name: "control-accept") { [self] in
+                acceptLoop(acceptor)
+                track(-1)
+            }
+        } catch {
+            track(-1)
+            throw error
+        }
+    }
+
+    /// A client that cannot be served (out of fds or threads) hears why in one error line and is
+    /// closed; the loop goes on.
+    private func acceptLoop(_ acceptor: ReservingAcceptor) {
+        while !lock.withLock({ stopped }) {
+            let connection: OwnedFileDescriptor
+            do throws(TransportError) {
+                switch try acceptor.accept() {
+                case let .accepted(accepted):
+                    connection = accepted
+                case let .outOfDescriptors(refused, errno):
+                    // Closed when this case ends; the next accept takes the reserve back.
+                    refuse(refused, ManagementError(errno, "the server is out of file descriptors"))
+                    continue
+                case .exhausted:
+                    usleep(100_000)
+                    continue
                 }
-                guard admitted else { break }
-                spawnThread(name: "control") { [self] in
+            } catch {
+                if lock.withLock({ stopped }) { return }
+                ServerLog.warning("control socket: accept: \(error)")
+                usleep(10_000)
+                continue
+            }
+            let admitted = lock.withLock {
+                guard !stopped else { return false }
+                connections[ObjectIdentifier(connection)] = connection
+                threads += 1
+                return true
+            }
+            guard admitted else { return }
+            do throws(Errno) {
+                try spawnThread(name: "control") { [self] in
                     serve(connection)
                     lock.withLock { connections[ObjectIdentifier(connection)] = nil }
                     track(-1)
                 }
+            } catch {
+                lock.withLock { connections[ObjectIdentifier(connection)] = nil }
+                track(-1)
+                refuse(connection, ManagementError(error, "no thread for this management connection"))
             }
-            track(-1)
         }
     }
 
@@ -89,6 +127,18 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
             guard count > 0 else { return }
             pending += chunk[..<count]
         }
+    }
+
+    /// Answers a client that cannot be served with one error line. Its request is read (briefly
+    /// waited for) and dropped first: a UNIX socket closed with unread data resets its peer, which
+    /// might then miss the line.
+    private func refuse(_ connection: OwnedFileDescriptor, _ error: ManagementError) {
+        var poller = pollfd(fd: connection.rawValue, events: Int16(POLLIN), revents: 0)
+        if poll(&poller, 1, 500) > 0 {
+            var scratch = [UInt8](repeating: 0, count: 4096)
+            while scratch.withUnsafeMutableBytes({ recv(connection.rawValue, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }) > 0 {}
+        }
+        _ = send(error.json.text + "\n", on: connection)
     }
 
     private func refuseLongLine(on connection: OwnedFileDescriptor) {

@@ -22,6 +22,8 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         case path(String)
         /// A listening socket the server inherited (`--fd`).
         case listener(OwnedFileDescriptor)
+        /// One client connected on a socket the server inherited (`--fd`): served once, no socket file.
+        case connection(OwnedFileDescriptor)
     }
 
     public let types: [MediatedDeviceType]
@@ -131,7 +133,7 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
             model = try type.make(MediatedDeviceRequest(uuid: uuid.description, parameters: parameters))
         } catch {
             release(uuid, type)
-            throw ManagementError(.invalidArgument, "\(type.id): \(error.description)")
+            throw ManagementError(error.errno, "\(type.id): \(error.description)")
         }
         let device = EmulatedDevice(model: model, maxDMAMappings: configuration.maxDMAMaps)
         let name = "\(type.id) \(uuid.description.prefix(8))"
@@ -144,6 +146,8 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
                 endpoint = try DeviceEndpoint(path: path, permissions: configuration.socketPermissions, device: device, configuration: configuration, name: name)
             case let .listener(socket):
                 endpoint = DeviceEndpoint(listeningSocket: socket, device: device, configuration: configuration, name: name)
+            case let .connection(socket):
+                endpoint = DeviceEndpoint(connectedSocket: socket, device: device, configuration: configuration, name: name)
             }
         } catch {
             device.shutdown()
@@ -151,7 +155,11 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
             throw ManagementError(error.errno, "\(type.id) \(uuid): \(error)")
         }
         let instance = MediatedDeviceInstance(uuid: uuid, type: type, parameters: parameters, endpoint: endpoint, origin: origin)
-        endpoint.start()
+        do throws(Errno) { try endpoint.start() } catch {
+            endpoint.stop()
+            release(uuid, type)
+            throw ManagementError(error, "\(type.id) \(uuid): no thread to serve it (\(error.name))")
+        }
         let stopping = lock.withLock {
             if !shutDown { slots[uuid] = .active(instance) }
             return shutDown

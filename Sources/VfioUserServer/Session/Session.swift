@@ -118,7 +118,11 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
             guard !isOversized else {
                 throw SessionError.malformed("message of \(header.messageSize) bytes exceeds \(configuration.maxMessageSize)")
             }
-            guard !fdsTruncated else { throw SessionError.malformed("more fds than one message can carry") }
+            // The receive buffer holds as many fds as one message can carry (SCM_MAX_FD), so the
+            // kernel cuts the list short only when this process has no room for them.
+            guard !fdsTruncated else {
+                throw SessionError.outOfResources(.tooManyOpenFiles, "the fds sent with this message did not fit in the server's fd table")
+            }
             guard fds.count <= configuration.maxMessageFDs else {
                 throw SessionError.malformed("\(fds.count) fds exceed max_msg_fds \(configuration.maxMessageFDs)")
             }

@@ -14,12 +14,15 @@ enum SessionError: ErrnoConvertible, CustomStringConvertible {
     case negotiationFailed(Errno, String)
     /// A device feature this device does not have: ENOTTY, the kernel's answer.
     case unsupported(String)
+    /// The server ran out of something the message needs (fds: EMFILE).
+    case outOfResources(Errno, String)
 
     var errno: Errno {
         switch self {
         case .malformed, .outOfOrder, .unknownCommand: .invalidArgument
         case let .negotiationFailed(errno, _): errno
         case .unsupported: .inappropriateIOCTLForDevice
+        case let .outOfResources(errno, _): errno
         }
     }
 
@@ -30,6 +33,7 @@ enum SessionError: ErrnoConvertible, CustomStringConvertible {
         case let .unknownCommand(command): "\(command) is not a command a client may send"
         case let .negotiationFailed(_, why): "negotiation failed: \(why)"
         case let .unsupported(what): what
+        case let .outOfResources(_, what): what
         }
     }
 }

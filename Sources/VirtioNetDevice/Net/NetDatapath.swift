@@ -1,5 +1,6 @@
 import CLinux
 import Locking
+import SystemPackage
 import RegionEmulation
 import Synchronization
 import VfioUserProto
@@ -103,11 +104,12 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     /// The backend refused a frame as full (`NetSendOutcome.full`): transmit waits for room.
     private var transmitBlocked = false
 
-    init(backend: NetBackend, transport: VirtioPCITransport) {
+    /// Throws when the process is out of fds (the wake-up eventfd) or threads.
+    init(backend: NetBackend, transport: VirtioPCITransport) throws(Errno) {
         self.backend = backend
         self.transport = transport
-        wakeup = try! OwnedFileDescriptor.eventfd(nonBlocking: true) // fails only without fds to spare at device creation
-        spawnThread(name: "virtio-net") { [self] in run() }
+        wakeup = try OwnedFileDescriptor.eventfd(nonBlocking: true)
+        try spawnThread(name: "virtio-net") { [self] in run() }
     }
 
     deinit {

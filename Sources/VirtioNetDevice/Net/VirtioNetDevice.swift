@@ -1,4 +1,5 @@
 import Locking
+import SystemPackage
 import RegionEmulation
 import VfioUserProto
 
@@ -31,14 +32,17 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
     /// `mac`: the station address reported in config space; `queueSize`: the largest ring the
     /// driver may set up; `msix`: false for a NIC without MSI-X, whose interrupts are INTx (QEMU
     /// 11.1 aborts when a vfio-user device with MSI-X is hot-unplugged, see README).
-    public init(backend: NetBackend, mac: [UInt8], queueSize: UInt16 = 256, msix: Bool = true) {
+    /// Throws EMFILE or EAGAIN when the datapath's eventfd or thread cannot be made.
+    public init(backend: NetBackend, mac: [UInt8], queueSize: UInt16 = 256, msix: Bool = true) throws(DeviceCreationError) {
         precondition(mac.count == 6)
         self.backend = backend
         transport = VirtioPCITransport(queueCount: 3, maxQueueSize: queueSize, msixVectors: msix ? Self.msixVectors : 0)
         function = try! PCIFunction(PCIFunctionDescription( // fixed, valid description: cannot fail
             identity: Self.identity, bars: transport.bars, capabilities: transport.capabilities))
         state = Locked(NetState(mac: mac))
-        datapath = NetDatapath(backend: backend, transport: transport)
+        do throws(Errno) { datapath = try NetDatapath(backend: backend, transport: transport) } catch {
+            throw DeviceCreationError("virtio-net: cannot start the datapath: \(error.name)", errno: error)
+        }
         transport.bind(device: self, function: function)
         datapath.device = self
     }

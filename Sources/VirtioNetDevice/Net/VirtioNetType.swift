@@ -46,13 +46,14 @@ extension VirtioNetDevice {
         let backend: NetBackend
         if let tap = parameters["tap"] {
             do throws(Errno) { backend = try TapBackend(name: tap) } catch {
-                throw DeviceCreationError("cannot open TAP \(tap): \(error.name) (root, or CAP_NET_ADMIN, is needed)")
+                let hint = error == .permissionDenied || error == .notPermitted ? " (root, or CAP_NET_ADMIN, is needed)" : ""
+                throw DeviceCreationError("cannot open TAP \(tap): \(error.name)\(hint)", errno: Self.resourceErrno(error))
             }
         } else if let cable = parameters["datagram"] {
             let ends = cable.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
             guard ends.count == 2, !ends[0].isEmpty, !ends[1].isEmpty else { throw DeviceCreationError("datagram=LOCAL,PEER") }
             do throws(Errno) { backend = try DatagramBackend(local: ends[0], peer: ends[1]) } catch {
-                throw DeviceCreationError("cannot bind \(ends[0]): \(error.name)")
+                throw DeviceCreationError("cannot bind \(ends[0]): \(error.name)", errno: Self.resourceErrno(error))
             }
         } else if parameters["backend"] == "sink" {
             backend = SinkBackend()
@@ -64,7 +65,13 @@ extension VirtioNetDevice {
         } else {
             throw DeviceCreationError("backend must be sink or source, not '\(parameters["backend"] ?? "")'")
         }
-        return VirtioNetDevice(backend: backend, mac: mac, queueSize: queueSize, msix: msix == "on")
+        return try VirtioNetDevice(backend: backend, mac: mac, queueSize: queueSize, msix: msix == "on")
+    }
+
+    /// A backend's failure as the request's errno: running out of fds or memory says so; anything
+    /// else is a parameter that does not work here (EINVAL).
+    static func resourceErrno(_ error: Errno) -> Errno {
+        [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noMemory, .resourceTemporarilyUnavailable].contains(error) ? error : .invalidArgument
     }
 
     /// "52:54:00:12:34:56" → six bytes.

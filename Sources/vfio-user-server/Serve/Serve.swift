@@ -152,7 +152,10 @@ struct Serve: ParsableCommand {
                 manager.shutdown()
                 throw fatal("control socket: \(error) (another server? use --control PATH or --no-control)")
             }
-            controlServer?.start()
+            do throws(Errno) { try controlServer?.start() } catch {
+                manager.shutdown()
+                throw fatal("control socket: no thread to serve it (\(error.name))")
+            }
             announcements.append("""
             Control socket \(path): manage instances with
               vfio-user-server types|list|start|stop\(control == nil && file?.controlPath == nil && socketDirectory == nil ? "" : " --control \(path)")
@@ -173,16 +176,10 @@ struct Serve: ParsableCommand {
     private func startFirstDevice(on manager: InstanceManager) throws -> String {
         let typeID = type ?? "mtty-2"
         let parsedUUID = uuid.flatMap(MdevUUID.init)
-        var connection: OwnedFileDescriptor?
         let placement: InstanceManager.Placement
         if let fd {
             let socket = OwnedFileDescriptor(taking: FileDescriptor(rawValue: fd))
-            if try UnixSocket.isListening(socket.descriptor) {
-                placement = .listener(socket)
-            } else {
-                connection = socket
-                placement = .listener(try UnixSocket.pair().0) // nobody connects to it
-            }
+            placement = try UnixSocket.isListening(socket.descriptor) ? .listener(socket) : .connection(socket)
         } else {
             placement = .path(socketPath ?? DefaultPaths.deviceSocket(type: typeID))
         }
@@ -192,11 +189,16 @@ struct Serve: ParsableCommand {
         } catch {
             throw fatal(error.message)
         }
-        if let connection {
-            spawnThread(name: "fd-session") {
-                instance.endpoint.serve(connection: connection)
-                ServerLog.info("the client on fd \(fd!) has gone: stopping")
-                kill(getpid(), SIGTERM) // the main thread shuts everything down
+        if case .connection = placement {
+            // The one client is the whole life of this device: when it leaves, the server stops.
+            do throws(Errno) {
+                try spawnThread(name: "fd-session-end") {
+                    _ = instance.endpoint.waitUntilDetached()
+                    ServerLog.info("the client on fd \(fd!) has gone: stopping")
+                    kill(getpid(), SIGTERM) // the main thread shuts everything down
+                }
+            } catch {
+                throw fatal("no thread to watch the client on fd \(fd!): \(error.name)")
             }
             return "vfio-user-server: serving \(typeID) to the client connected on fd \(fd!)"
         }

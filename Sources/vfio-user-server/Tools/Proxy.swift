@@ -51,26 +51,34 @@ struct Proxy: ParsableCommand {
         let layout: DMATransferLayout = dmaLayout == "spec" ? .spec : .qemu
         print("proxy: \(listen) → \(connect)")
         fflush(nil)
-        spawnThread(name: "proxy") { [listen, connect, once] in
-            while let client = try? UnixSocket.accept(listener) {
-                do throws(TransportError) {
-                    let server = try UnixSocket.connect(path: connect)
-                    print("proxy: a client connected")
-                    fflush(nil)
-                    let relay = MessageRelay(client: client, server: server, dmaLayout: layout) { line in
-                        print(line)
+        do throws(Errno) {
+            try spawnThread(name: "proxy") { [listen, connect, once] in
+                while let client = try? UnixSocket.accept(listener) {
+                    do {
+                        let server = try UnixSocket.connect(path: connect)
+                        print("proxy: a client connected")
                         fflush(nil)
+                        let relay = MessageRelay(client: client, server: server, dmaLayout: layout) { line in
+                            print(line)
+                            fflush(nil)
+                        }
+                        let (toServer, fromServer) = try relay.run()
+                        print("proxy: the conversation ended (\(toServer) messages to the server, \(fromServer) back)")
+                        fflush(nil)
+                    } catch let error as Errno {
+                        ServerLog.error("no thread to relay the server's replies: \(error.name)")
+                    } catch {
+                        ServerLog.error("cannot reach the server at \(connect): \(error)")
                     }
-                    let (toServer, fromServer) = relay.run()
-                    print("proxy: the conversation ended (\(toServer) messages to the server, \(fromServer) back)")
-                    fflush(nil)
-                } catch {
-                    ServerLog.error("cannot reach the server at \(connect): \(error)")
+                    if once { break }
                 }
-                if once { break }
+                UnixSocket.removeSocketFile(path: listen, ifIdentity: identity)
+                Glibc.exit(0)
             }
+        } catch {
             UnixSocket.removeSocketFile(path: listen, ifIdentity: identity)
-            Glibc.exit(0)
+            ServerLog.error("no thread to accept clients: \(error.name)")
+            throw ExitCode(1)
         }
         _ = ProcessSignals.waitForTermination()
         UnixSocket.removeSocketFile(path: listen, ifIdentity: identity)

@@ -31,28 +31,27 @@ public enum FuzzHarness {
     /// answers what it answers (drained and dropped), and sees the client go at the end. Then the
     /// device must be as a fresh client finds it: no mapping, no interrupt wired.
     public final class Session: @unchecked Sendable { // Used by one thread at a time, as libFuzzer does.
-        public let endpoint: DeviceEndpoint
-        private let unusedListener: OwnedFileDescriptor
+        public let device = EmulatedDevice(model: MttyDevice(ports: 2))
+        private let configuration: ServerConfiguration
 
         public init() {
             ServerLog.muted.store(true, ordering: .relaxed)
             var configuration = ServerConfiguration()
             configuration.maxDataTransferSize = 64 * 1024 // large reads cost time, not coverage
             configuration.dmaReplyTimeoutMilliseconds = 10
-            let (listener, _) = try! UnixSocket.pair()
-            unusedListener = listener
-            endpoint = DeviceEndpoint(listeningSocket: listener, device: EmulatedDevice(model: MttyDevice(ports: 2)),
-                                      configuration: configuration, name: "fuzz")
+            self.configuration = configuration
         }
 
+        /// One client connected on a socket pair, served as the server serves `--fd` connections.
         public func run(_ data: UnsafeRawBufferPointer) {
             let (client, server) = try! UnixSocket.pair()
             let input = Array(data)
             let feeder = Thread { Self.feed(client, input) }
-            endpoint.serve(connection: server)
+            let endpoint = DeviceEndpoint(connectedSocket: server, device: device, configuration: configuration, name: "fuzz")
+            try! endpoint.start() // the fuzzer never runs out of threads
+            _ = endpoint.waitUntilDetached()
             feeder.join()
             withExtendedLifetime(client) {}
-            let device = endpoint.device
             precondition(device.dma.mappingCount == 0, "a mapping outlived its session")
             precondition(device.function.interrupts.assignedEventfdCount == 0, "an eventfd outlived its session")
         }

@@ -25,7 +25,7 @@ final class CopyEngineDevice: DeviceModel, @unchecked Sendable { // Registers un
             identity: PCIIdentity(vendorID: 0x1B36, deviceID: 0x0005, subsystemVendorID: 0x1B36, subsystemID: 0x0005,
                                   revision: 1, classCode: 0xFF_00_00),
             bars: [.memory(size: 4096)]))
-        spawnThread(name: "copy-engine") { [weak self] in self?.run() }
+        try! spawnThread(name: "copy-engine") { [weak self] in self?.run() } // tests never run out of threads
     }
 
     func attach(dma: DMASpace) {

@@ -19,7 +19,7 @@ final class ManagedServer: Sendable {
     init(pools: [String: Int] = [:]) throws {
         manager = try InstanceManager(types: Self.types, socketDirectory: directory.path, poolCapacity: pools)
         control = try ControlServer(manager: manager, path: directory.path + "/control.sock")
-        control.start()
+        try control.start()
     }
 
     deinit {
