@@ -70,22 +70,22 @@ struct VirtioBenchmark: ParsableCommand {
         try waitForSocket(path)
         pinToCPU(driverCPU)
         let driver = try VirtioNetDriver(path: path, memorySize: 64 << 20)
-        let features: VirtioFeatures = [.version1, .netMAC, .netStatus, .netMergeableRxBuffers, .ringEventIndex]
+        let features: VirtioSpec.Features = [.version1, .netMAC, .netStatus, .netMergeableRxBuffers, .ringEventIndex]
         guard try driver.negotiate(features) else { throw BenchError("FEATURES_OK refused") }
         try driver.start(queueSize: queueSize)
         let messagesBefore = driver.client.messagesSent
         let kicksBefore = driver.kicks
 
         // One buffer per descriptor slot, allocated once: header + frame for TX, room for RX.
-        let slot = (VirtioNetHeader.size + max(frameSize, 64) + 63) / 64 * 64
+        let slot = (VirtioSpec.NetHeader.size + max(frameSize, 64) + 63) / 64 * 64
         let ring = direction == "tx" ? driver.tx! : driver.rx!
         let buffers = (0..<Int(ring.size)).map { _ in driver.ram.allocate(slot) }
         if direction == "tx" {
             for buffer in buffers {
-                driver.ram.write(buffer, [UInt8](repeating: 0, count: VirtioNetHeader.size) + [UInt8](repeating: 0xAB, count: frameSize))
+                driver.ram.write(buffer, [UInt8](repeating: 0, count: VirtioSpec.NetHeader.size) + [UInt8](repeating: 0xAB, count: frameSize))
             }
         }
-        let length = UInt32(direction == "tx" ? VirtioNetHeader.size + frameSize : slot)
+        let length = UInt32(direction == "tx" ? VirtioSpec.NetHeader.size + frameSize : slot)
         var free = Array(buffers.indices)
         var completed = 0
         let start = monotonicNanoseconds()

@@ -27,11 +27,11 @@ final class NetTestBed {
         driver = try VirtioNetDriver(path: server.path, messageMode: messageMode)
     }
 
-    static let defaultFeatures: VirtioFeatures = [.version1, .netMAC, .netStatus, .netMergeableRxBuffers, .netControlQueue,
+    static let defaultFeatures: VirtioSpec.Features = [.version1, .netMAC, .netStatus, .netMergeableRxBuffers, .netControlQueue,
                                                   .netControlRx, .netControlMACAddress, .ringEventIndex, .ringIndirectDescriptors]
 
     /// Negotiates and starts with MSI-X.
-    func up(_ features: VirtioFeatures = NetTestBed.defaultFeatures, useMSIX: Bool = true) throws {
+    func up(_ features: VirtioSpec.Features = NetTestBed.defaultFeatures, useMSIX: Bool = true) throws {
         #expect(try driver.negotiate(features))
         try driver.start(useMSIX: useMSIX)
     }
@@ -48,8 +48,14 @@ final class NetTestBed {
         return nil
     }
 
+    /// Sends a frame down the cable; while the device's end of it is full (a datagram socket
+    /// queues only a few frames), waits for the device to take some, serving DMA messages meanwhile.
     func wireSend(_ frame: [UInt8]) {
-        _ = frame.withUnsafeBytes { wire.send($0) }
+        for _ in 0..<5000 {
+            if frame.withUnsafeBytes({ wire.send($0) }) != .full { return }
+            try? driver.wait(milliseconds: 1)
+        }
+        Issue.record("the device never took a frame off the cable")
     }
 
     /// A `TestFrame` of `length` bytes to `destination`, tagged with `seed`.

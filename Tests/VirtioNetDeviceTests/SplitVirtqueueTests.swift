@@ -122,8 +122,8 @@ struct SplitVirtqueueTests {
 
     @Test func aLoopingChainIsRefused() throws {
         let bed = try QueueBed()
-        bed.driver.writeDescriptor(0, VirtqueueDescriptor(address: 0x4000_1000, length: 8, flags: VirtqueueDescriptor.flagNext, next: 1))
-        bed.driver.writeDescriptor(1, VirtqueueDescriptor(address: 0x4000_1000, length: 8, flags: VirtqueueDescriptor.flagNext, next: 0))
+        bed.driver.writeDescriptor(0, VirtioSpec.Descriptor(address: 0x4000_1000, length: 8, flags: VirtioSpec.Descriptor.next, next: 1))
+        bed.driver.writeDescriptor(1, VirtioSpec.Descriptor(address: 0x4000_1000, length: 8, flags: VirtioSpec.Descriptor.next, next: 0))
         bed.makeAvailable(0)
         #expect(throws: VirtqueueError.loop(head: 0)) { try bed.device.pop(bed.memory) }
     }
@@ -133,7 +133,7 @@ struct SplitVirtqueueTests {
         bed.makeAvailable(8)
         #expect(throws: VirtqueueError.headOutOfRange(8)) { try bed.device.pop(bed.memory) }
         let other = try QueueBed()
-        other.driver.writeDescriptor(0, VirtqueueDescriptor(address: 0x4000_1000, length: 8, flags: VirtqueueDescriptor.flagNext, next: 9))
+        other.driver.writeDescriptor(0, VirtioSpec.Descriptor(address: 0x4000_1000, length: 8, flags: VirtioSpec.Descriptor.next, next: 9))
         other.makeAvailable(0)
         #expect(throws: VirtqueueError.nextOutOfRange(9)) { try other.device.pop(other.memory) }
     }
@@ -161,10 +161,10 @@ struct SplitVirtqueueTests {
     }
 
     @Test func badIndirectTablesAreRefused() throws {
-        let cases: [(VirtqueueDescriptor, VirtqueueError)] = [
-            (VirtqueueDescriptor(address: 0x4000_1000, length: 24, flags: VirtqueueDescriptor.flagIndirect), .badIndirectTable(head: 0)),
-            (VirtqueueDescriptor(address: 0x4000_1000, length: 0, flags: VirtqueueDescriptor.flagIndirect), .badIndirectTable(head: 0)),
-            (VirtqueueDescriptor(address: 0x4000_1000, length: 16, flags: VirtqueueDescriptor.flagIndirect | VirtqueueDescriptor.flagNext, next: 1),
+        let cases: [(VirtioSpec.Descriptor, VirtqueueError)] = [
+            (VirtioSpec.Descriptor(address: 0x4000_1000, length: 24, flags: VirtioSpec.Descriptor.indirect), .badIndirectTable(head: 0)),
+            (VirtioSpec.Descriptor(address: 0x4000_1000, length: 0, flags: VirtioSpec.Descriptor.indirect), .badIndirectTable(head: 0)),
+            (VirtioSpec.Descriptor(address: 0x4000_1000, length: 16, flags: VirtioSpec.Descriptor.indirect | VirtioSpec.Descriptor.next, next: 1),
              .badIndirectTable(head: 0)),
         ]
         for (descriptor, error) in cases {
@@ -176,7 +176,7 @@ struct SplitVirtqueueTests {
         let nested = try QueueBed()
         let table = nested.ram.allocate(16, alignment: 16)
         nested.ram.write(table, [0x00, 0x10, 0, 0x40, 0, 0, 0, 0, 16, 0, 0, 0, 4, 0, 0, 0]) // an indirect inside an indirect
-        nested.driver.writeDescriptor(0, VirtqueueDescriptor(address: table, length: 16, flags: VirtqueueDescriptor.flagIndirect))
+        nested.driver.writeDescriptor(0, VirtioSpec.Descriptor(address: table, length: 16, flags: VirtioSpec.Descriptor.indirect))
         nested.makeAvailable(0)
         #expect(throws: VirtqueueError.nestedIndirect(head: 0)) { try nested.device.pop(nested.memory) }
         let notNegotiated = try QueueBed(indirect: false)

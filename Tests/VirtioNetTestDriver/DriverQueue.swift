@@ -1,8 +1,7 @@
 import CLinux
-import VirtioNetDevice
 
 /// The driver's side of a split virtqueue, in memory the test owns: it writes descriptors and the
-/// available ring, reads the used ring (virtio 1.x §2.7.13).
+/// available ring, reads the used ring (virtio 1.x §2.7.13). Written from the specification alone.
 public final class DriverQueue {
     public let index: Int
     public let size: UInt16
@@ -24,7 +23,7 @@ public final class DriverQueue {
         self.size = size
         self.memory = memory
         self.eventIndex = eventIndex
-        let (descriptors, available, used) = SplitVirtqueue.footprint(size: size)
+        let (descriptors, available, used) = VirtioSpec.splitRingSizes(size)
         descriptorTable = memory.allocate(descriptors, alignment: 16)
         availableRing = memory.allocate(available, alignment: 2)
         usedRing = memory.allocate(used, alignment: 4)
@@ -48,8 +47,8 @@ public final class DriverQueue {
         let ids = (0..<buffers.count).map { _ in freeDescriptors.removeLast() }
         for (i, buffer) in buffers.enumerated() {
             let more = i + 1 < buffers.count
-            let flags = (more ? VirtqueueDescriptor.flagNext : 0) | (buffer.writable ? VirtqueueDescriptor.flagWrite : 0)
-            writeDescriptor(ids[i], VirtqueueDescriptor(address: buffer.address, length: buffer.length, flags: flags, next: more ? ids[i + 1] : 0))
+            let flags = (more ? VirtioSpec.Descriptor.next : 0) | (buffer.writable ? VirtioSpec.Descriptor.write : 0)
+            writeDescriptor(ids[i], VirtioSpec.Descriptor(address: buffer.address, length: buffer.length, flags: flags, next: more ? ids[i + 1] : 0))
         }
         tokens[Int(ids[0])] = token
         makeAvailable(ids[0], publish: publish)
@@ -60,7 +59,7 @@ public final class DriverQueue {
     @inline(__always)
     public func addSingle(address: UInt64, length: UInt32, writable: Bool, token: Int) -> Bool {
         guard let id = freeDescriptors.popLast() else { return false }
-        writeDescriptor(id, VirtqueueDescriptor(address: address, length: length, flags: writable ? VirtqueueDescriptor.flagWrite : 0))
+        writeDescriptor(id, VirtioSpec.Descriptor(address: address, length: length, flags: writable ? VirtioSpec.Descriptor.write : 0))
         tokens[Int(id)] = token
         makeAvailable(id, publish: false)
         return true
@@ -90,16 +89,16 @@ public final class DriverQueue {
         let table = memory.allocate(16 * buffers.count, alignment: 16)
         for (i, buffer) in buffers.enumerated() {
             let more = i + 1 < buffers.count
-            let flags = (more ? VirtqueueDescriptor.flagNext : 0) | (buffer.writable ? VirtqueueDescriptor.flagWrite : 0)
-            memory.storeDescriptor(table + 16 * UInt64(i), VirtqueueDescriptor(address: buffer.address, length: buffer.length, flags: flags, next: more ? UInt16(i + 1) : 0))
+            let flags = (more ? VirtioSpec.Descriptor.next : 0) | (buffer.writable ? VirtioSpec.Descriptor.write : 0)
+            memory.storeDescriptor(table + 16 * UInt64(i), VirtioSpec.Descriptor(address: buffer.address, length: buffer.length, flags: flags, next: more ? UInt16(i + 1) : 0))
         }
-        writeDescriptor(id, VirtqueueDescriptor(address: table, length: UInt32(16 * buffers.count), flags: VirtqueueDescriptor.flagIndirect))
+        writeDescriptor(id, VirtioSpec.Descriptor(address: table, length: UInt32(16 * buffers.count), flags: VirtioSpec.Descriptor.indirect))
         tokens[Int(id)] = token
         makeAvailable(id, publish: true)
         return id
     }
 
-    public func writeDescriptor(_ id: UInt16, _ descriptor: VirtqueueDescriptor) {
+    public func writeDescriptor(_ id: UInt16, _ descriptor: VirtioSpec.Descriptor) {
         memory.storeDescriptor(descriptorTable + 16 * UInt64(id), descriptor)
     }
 
@@ -122,7 +121,7 @@ public final class DriverQueue {
         clinux_memory_barrier()
         if eventIndex {
             let event = memory.load16(usedRing + 4 + 8 * UInt64(size))
-            return SplitVirtqueue.needsEvent(event: event, new: availableIndex, old: old)
+            return VirtioSpec.needsEvent(event: event, new: availableIndex, old: old)
         }
         return memory.load16(usedRing) & 1 == 0
     }
@@ -158,7 +157,7 @@ public final class DriverQueue {
         while true {
             let descriptor = memory.loadDescriptor(descriptorTable + 16 * UInt64(id))
             freeDescriptors.append(id)
-            guard descriptor.hasNext, !descriptor.isIndirect else { return }
+            guard descriptor.flags & VirtioSpec.Descriptor.next != 0, descriptor.flags & VirtioSpec.Descriptor.indirect == 0 else { return }
             id = descriptor.next
         }
     }

@@ -1,5 +1,4 @@
 import TestSupport
-import VirtioNetDevice
 
 /// The test's "guest memory": a memfd the driver reads and writes directly, mapped into the
 /// device's DMA space at `base`, with a bump allocator for rings and buffers.
@@ -34,7 +33,7 @@ public final class GuestRAM {
     func load32(_ address: UInt64) -> UInt32 { UInt32(littleEndian: pointer(address).loadUnaligned(as: UInt32.self)) }
     func store16(_ address: UInt64, _ value: UInt16) { pointer(address).storeBytes(of: value.littleEndian, as: UInt16.self) }
 
-    func storeDescriptor(_ address: UInt64, _ descriptor: VirtqueueDescriptor) {
+    func storeDescriptor(_ address: UInt64, _ descriptor: VirtioSpec.Descriptor) {
         let p = pointer(address)
         p.storeBytes(of: descriptor.address.littleEndian, toByteOffset: 0, as: UInt64.self)
         p.storeBytes(of: descriptor.length.littleEndian, toByteOffset: 8, as: UInt32.self)
@@ -42,9 +41,9 @@ public final class GuestRAM {
         p.storeBytes(of: descriptor.next.littleEndian, toByteOffset: 14, as: UInt16.self)
     }
 
-    func loadDescriptor(_ address: UInt64) -> VirtqueueDescriptor {
+    func loadDescriptor(_ address: UInt64) -> VirtioSpec.Descriptor {
         let p = pointer(address)
-        return VirtqueueDescriptor(address: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+        return VirtioSpec.Descriptor(address: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
                                    length: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
                                    flags: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt16.self)),
                                    next: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 14, as: UInt16.self)))

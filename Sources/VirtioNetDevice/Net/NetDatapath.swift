@@ -455,14 +455,16 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                 let written = try Self.scatter(part, into: &receiveChains[index], memory)
                 try queue.addUsed(head: receiveChains[index].head, length: UInt32(written), memory, pending: &pending)
                 offset += written
-                if pending >= 64 {
-                    if try publish(&queue, pending, memory) { signal(VirtioNetDevice.receiveQueue) }
-                    pending = 0
-                }
             }
             receivedBytes += pendingFrameLength - VirtioNetHeader.size
             pendingFrameLength = 0
             delivered += 1
+            // Published only between frames: Linux's receive_mergeable takes num_buffers entries
+            // the moment it sees a frame's first, and drops the frame if any is missing.
+            if pending >= 64 {
+                if try publish(&queue, pending, memory) { signal(VirtioNetDevice.receiveQueue) }
+                pending = 0
+            }
         }
         if delivered > 0 {
             counters.withLock { c in
