@@ -40,9 +40,11 @@ let package = Package(
         // PCI semantics: config space, capabilities, BARs, interrupts, the DMA space.
         .target(name: "RegionEmulation", dependencies: ["VfioUserProto", "CLinux", "Locking", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
-        // Device models: they see RegionEmulation only.
-        .target(name: "MttyDevice", dependencies: ["RegionEmulation", "Locking"], swiftSettings: strict),
-        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "CLinux", "Locking", .product(name: "SystemPackage", package: "swift-system")],
+        // Device models: PCI semantics from RegionEmulation, and from VfioUserProto only its value
+        // types (byte reader/writer, fds, threads); never a socket or a message.
+        .target(name: "MttyDevice", dependencies: ["RegionEmulation", "VfioUserProto", "Locking"], swiftSettings: strict),
+        .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "VfioUserProto", "CLinux", "Locking",
+                                                       .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         // Endpoints, sessions, device life cycle: between the protocol and the command line.
         .target(
@@ -76,7 +78,7 @@ let package = Package(
         .executableTarget(name: "example-counter-device", dependencies: ["VfioUserServer", "RegionEmulation"],
                           path: "examples/CounterDevice", swiftSettings: strict),
         // A virtio-net driver over the client, playing the guest: for tests and benchmarks.
-        .target(name: "VirtioNetTestDriver", dependencies: ["VfioUserProto", "VirtioNetDevice", "TestSupport", "CLinux"],
+        .target(name: "VirtioNetTestDriver", dependencies: ["VfioUserProto", "TestSupport", "CLinux"],
                 path: "Tests/VirtioNetTestDriver", swiftSettings: strict),
         // Fuzzing (scripts/fuzz.sh builds these with -DFUZZING -sanitize=fuzzer); a plain build replays
         // inputs and writes the seed corpus, and FuzzCorpusTests replays the corpus in `swift test`.
@@ -86,7 +88,7 @@ let package = Package(
         .executableTarget(name: "fuzz-session", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Session", swiftSettings: strict),
         .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioNetTestDriver", "VfioUserServer", "TestSupport", "Locking"],
                     swiftSettings: strict),
-        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(

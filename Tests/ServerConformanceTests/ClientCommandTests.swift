@@ -126,6 +126,47 @@ struct ClientCommandTests {
         #expect(lines.last == "proxy: the conversation ended (4 messages to the server, 4 back)")
     }
 
+    /// A real `socat -x -v` capture, made here: the `client` subcommand talks to an mtty-2 through
+    /// socat, and `decode` turns socat's dump back into the conversation, in order, each direction
+    /// framed on its own. The eventfd of SET_IRQS does not get through socat (it passes no fds).
+    @Test func aSocatCaptureMadeHereDecodesIntoTheConversation() throws {
+        let server = try TestServer()
+        let relay = server.directory.path + "/socat.sock"
+        let socat = try ServerProcess(arguments: ["-x", "-v", "UNIX-LISTEN:\(relay)", "UNIX-CONNECT:\(server.path)"],
+                                      serverOptions: false, waitFor: relay, program: "socat")
+        let run = try client(relay, "irq intx ; write bar0 1.b=1 ; write bar0 0.b=0x41 posted ; read bar0 2.b ; read bar0 0.b ; reset ; read bar0 9.b")
+        #expect(run.status != 0, "the last read is refused: \(run.errors)")
+        #expect(socat.waitForExit(milliseconds: 5000) == 0, "socat ends with its one connection")
+        let captured = socat.errors
+        #expect(captured.contains("length="), "socat's -v dump: \(captured.prefix(200))")
+        let path = server.directory.path + "/capture.txt"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = captured.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        let decoded = try ServerProcess.run(["decode", path])
+        #expect(decoded.status == 0, "\(decoded.errors)")
+        let capabilities = VfioUserClient.qemuCapabilities.json
+        #expect(decoded.output.split(separator: "\n").map(String.init) == [
+            "→ #1 VERSION version=0.0 json=\(capabilities)",
+            #"← #1 VERSION reply version=0.0 json={"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}"#,
+            "→ #2 DEVICE_SET_IRQS argsz=20 index=intx flags=EVENTFD|TRIGGER start=0 count=1",
+            "← #2 DEVICE_SET_IRQS reply",
+            "→ #3 REGION_WRITE offset=0x1 region=bar0 count=1 data=01",
+            "← #3 REGION_WRITE reply offset=0x1 region=bar0 count=1",
+            "→ #4 REGION_WRITE no-reply offset=0x0 region=bar0 count=1 data=41",
+            "→ #5 REGION_READ offset=0x2 region=bar0 count=1",
+            "← #5 REGION_READ reply offset=0x2 region=bar0 count=1 data=04",
+            "→ #6 REGION_READ offset=0x0 region=bar0 count=1",
+            "← #6 REGION_READ reply offset=0x0 region=bar0 count=1 data=41",
+            "→ #7 DEVICE_RESET",
+            "← #7 DEVICE_RESET reply",
+            "→ #8 REGION_READ offset=0x9 region=bar0 count=1",
+            "← #8 REGION_READ reply error=EINVAL",
+        ])
+        let swapped = try ServerProcess.run(["decode", "--server-on-left", path])
+        #expect(swapped.output.hasPrefix("← #1 VERSION version=0.0"), "--server-on-left turns the arrows: \(swapped.output.prefix(80))")
+    }
+
     /// A client behind socat sends no fds at all: its maps become message mode, SET_IRQS without
     /// eventfds unassigns, and the device works.
     @Test func aClientThatSendsNoFdsStillAttaches() throws {

@@ -6,9 +6,25 @@ import VfioUserProto
 import VfioUserServer
 
 /// SET_IRQS against a device with INTx, 4 MSI vectors, 2048 MSI-X vectors, ERR and REQ: the cases of
-/// libvfio-user's test_device_set_irqs.py and more, each with the errno or the eventfd that fires.
+/// libvfio-user's test_device_set_irqs.py and more, each with the errno it gets or, when it
+/// succeeds, what success means, seen from the client: which eventfds fire when the vectors are
+/// triggered afterwards (SET_IRQS DATA_NONE|TRIGGER), and which stay silent.
 @Suite("SET_IRQS matrix")
 struct SetIRQsMatrixTests {
+    /// What a request that succeeds must have done.
+    enum Effect: Sendable {
+        /// The eventfds it carried are on vectors start..<start+count: each fires once when its vector is triggered.
+        case assigned
+        /// An eventfd assigned to vector `start` before the request no longer fires.
+        case unassigned
+        /// MSI-X vector `start`, with an eventfd assigned before, holds a trigger pending instead of
+        /// firing, and fires once when unmasked.
+        case masked
+        /// INTx with an eventfd assigned before, automasked by a first trigger, is unmasked when
+        /// the client signals the eventfd the request carried (KVM's resample on EOI).
+        case resample
+    }
+
     struct Case: Sendable, CustomTestStringConvertible {
         let name: String
         let flags: UInt32
@@ -19,6 +35,7 @@ struct SetIRQsMatrixTests {
         var data: [UInt8] = []
         var fdCount = 0
         let errno: Errno?
+        var effect: Effect? = nil
         var testDescription: String { name }
     }
 
@@ -46,39 +63,73 @@ struct SetIRQsMatrixTests {
         Case(name: "one fd for count 2", flags: trigger | eventfd, index: msix, start: 0, count: 2, fdCount: 1, errno: .invalidArgument),
         Case(name: "DATA_BOOL one byte short", flags: trigger | bool, index: msix, start: 0, count: 2, argsz: 21, data: [0], errno: .invalidArgument),
         Case(name: "DATA_BOOL one byte long", flags: trigger | bool, index: msix, start: 0, count: 2, argsz: 23, data: [0, 0, 0], errno: .invalidArgument),
-        Case(name: "disable REQ", flags: trigger | none, index: req, start: 0, count: 0, errno: nil),
-        Case(name: "REQ eventfd run without fds unassigns", flags: trigger | eventfd, index: req, start: 0, count: 1, errno: nil),
-        Case(name: "assign an MSI-X eventfd", flags: trigger | eventfd, index: msix, start: 0, count: 1, fdCount: 1, errno: nil),
-        Case(name: "mask an MSI-X vector", flags: mask | none, index: msix, start: 0, count: 1, errno: nil),
+        Case(name: "disable REQ", flags: trigger | none, index: req, start: 0, count: 0, errno: nil, effect: .unassigned),
+        Case(name: "REQ eventfd run without fds unassigns", flags: trigger | eventfd, index: req, start: 0, count: 1, errno: nil, effect: .unassigned),
+        Case(name: "assign an MSI-X eventfd", flags: trigger | eventfd, index: msix, start: 0, count: 1, fdCount: 1, errno: nil, effect: .assigned),
+        Case(name: "mask an MSI-X vector", flags: mask | none, index: msix, start: 0, count: 1, errno: nil, effect: .masked),
         // More
         Case(name: "no DATA flag", flags: trigger, index: msix, start: 0, count: 1, errno: .invalidArgument),
         Case(name: "no ACTION flag", flags: none, index: msix, start: 0, count: 1, errno: .invalidArgument),
         Case(name: "unknown flag bit", flags: trigger | none | 0x40, index: msix, start: 0, count: 1, errno: .invalidArgument),
         Case(name: "count overflows start", flags: trigger | none, index: msix, start: 1, count: UInt32.max, errno: .invalidArgument),
         Case(name: "index 2^32-1", flags: trigger | none, index: UInt32.max, start: 0, count: 1, errno: .invalidArgument),
-        Case(name: "MSI run of 4 eventfds", flags: trigger | eventfd, index: msi, start: 0, count: 4, fdCount: 4, errno: nil),
+        Case(name: "MSI run of 4 eventfds", flags: trigger | eventfd, index: msi, start: 0, count: 4, fdCount: 4, errno: nil, effect: .assigned),
         Case(name: "MSI run past its 4 vectors", flags: trigger | eventfd, index: msi, start: 3, count: 2, fdCount: 2, errno: .invalidArgument),
-        Case(name: "16 MSI-X eventfds in one message", flags: trigger | eventfd, index: msix, start: 100, count: 16, fdCount: 16, errno: nil),
+        Case(name: "16 MSI-X eventfds in one message", flags: trigger | eventfd, index: msix, start: 100, count: 16, fdCount: 16, errno: nil,
+             effect: .assigned),
         Case(name: "17 fds: more than max_msg_fds", flags: trigger | eventfd, index: msix, start: 100, count: 17, fdCount: 17, errno: .invalidArgument),
         Case(name: "MASK with an eventfd", flags: mask | eventfd, index: intx, start: 0, count: 1, fdCount: 1, errno: .inappropriateIOCTLForDevice),
         Case(name: "UNMASK eventfd on MSI-X", flags: unmask | eventfd, index: msix, start: 0, count: 1, fdCount: 1, errno: .inappropriateIOCTLForDevice),
-        Case(name: "UNMASK eventfd on INTx (resample)", flags: unmask | eventfd, index: intx, start: 0, count: 1, fdCount: 1, errno: nil),
+        Case(name: "UNMASK eventfd on INTx (resample)", flags: unmask | eventfd, index: intx, start: 0, count: 1, fdCount: 1, errno: nil,
+             effect: .resample),
         Case(name: "UNMASK on ERR", flags: unmask | none, index: err, start: 0, count: 1, errno: .invalidArgument),
         Case(name: "DATA_NONE with data bytes", flags: trigger | none, index: msix, start: 0, count: 1, argsz: 22, data: [1, 1], errno: .invalidArgument),
-        Case(name: "disable INTx", flags: trigger | none, index: intx, start: 0, count: 0, errno: nil),
-        Case(name: "disable MSI-X", flags: trigger | none, index: msix, start: 0, count: 0, errno: nil),
+        Case(name: "disable INTx", flags: trigger | none, index: intx, start: 0, count: 0, errno: nil, effect: .unassigned),
+        Case(name: "disable MSI-X", flags: trigger | none, index: msix, start: 0, count: 0, errno: nil, effect: .unassigned),
     ]
 
     @Test(arguments: cases)
-    func answersWithTheRightErrno(_ c: Case) throws {
+    func answersWithTheRightErrnoOrDoesWhatItSays(_ c: Case) throws {
         let server = try TestServer(model: CapabilityTestDevice())
         let client = try server.attach()
-        let eventfds = try (0..<c.fdCount).map { _ in try OwnedFileDescriptor.eventfd() }
+        let index = try #require(IRQIndex(rawValue: c.index) ?? (c.errno != nil ? .msix : nil))
+        // An eventfd already on the vector the request acts on, for the effects that need one.
+        let earlier = try OwnedFileDescriptor.eventfd(nonBlocking: true)
+        if let effect = c.effect, effect != .assigned {
+            try client.setIRQs(index, [.dataEventfd, .actionTrigger], start: c.start, count: 1, fds: [earlier.descriptor])
+        }
+        let eventfds = try (0..<c.fdCount).map { _ in try OwnedFileDescriptor.eventfd(nonBlocking: true) }
         let payload = le(c.argsz ?? UInt32(20 + c.data.count)) + le(c.flags) + le(c.index) + le(c.start) + le(c.count) + c.data
         if let errno = c.errno {
             expectErrno(errno) { try client.request(.deviceSetIRQs, payload: payload, fds: eventfds.map(\.descriptor)) }
         } else {
             try client.request(.deviceSetIRQs, payload: payload, fds: eventfds.map(\.descriptor))
+        }
+        /// Triggers one vector as the client can (DATA_NONE|TRIGGER).
+        func trigger(_ vector: UInt32) throws { try client.setIRQs(index, [.dataNone, .actionTrigger], start: vector, count: 1) }
+        switch c.effect {
+        case nil:
+            #expect(c.errno != nil, "a success case says what success means")
+        case .assigned:
+            for k in eventfds.indices {
+                try trigger(c.start + UInt32(k))
+                #expect(eventfds.map { fired($0) } == eventfds.indices.map { $0 == k ? 1 : 0 }, "vector \(c.start + UInt32(k)) fires its own eventfd")
+            }
+        case .unassigned:
+            try trigger(c.start)
+            #expect(fired(earlier) == 0, "the eventfd assigned before is gone")
+        case .masked:
+            try trigger(c.start)
+            #expect(fired(earlier) == 0, "masked: the interrupt waits")
+            try client.setIRQs(index, [.dataNone, .actionUnmask], start: c.start, count: 1)
+            #expect(fired(earlier) == 1, "unmasked: the pending interrupt fires once")
+        case .resample:
+            try trigger(0)
+            #expect(fired(earlier) == 1)
+            try trigger(0)
+            #expect(fired(earlier) == 0, "automasked after the first: the second waits")
+            try eventfds[0].signalEventfd() // the guest's EOI, as KVM signals it
+            #expect(fired(earlier, waitingMilliseconds: 2000) == 1, "unmasked by the resample eventfd: the waiting one fires")
         }
         #expect(try client.irqInfo(.msix).count == 2048, "the session goes on")
     }

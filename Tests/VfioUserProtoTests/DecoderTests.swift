@@ -4,12 +4,6 @@ import VfioUserProto
 
 @Suite("Decoding captured streams")
 struct DecoderTests {
-    static var fixtures: String {
-        var path = #filePath
-        path = String(path[..<path.lastIndex(of: "/")!])
-        return path + "/Fixtures"
-    }
-
     func decode(_ text: String, leftIsClient: Bool = true) throws -> (Hexdump.Format, [String]) {
         let (format, chunks) = try Hexdump.parse(Array(text.utf8), leftIsClient: leftIsClient)
         var decoder = StreamDecoder()
@@ -20,33 +14,6 @@ struct DecoderTests {
     static let read = message(id: 2, command: .regionRead, payload: le(UInt64(0)) + le(UInt32(7)) + le(UInt32(4)))
     static let readReply = message(id: 2, command: .regionRead, payload: le(UInt64(0)) + le(UInt32(7)) + le(UInt32(4)) + [0x48, 0x43, 0x53, 0x32],
                                    flags: .reply)
-
-    /// A `socat -x -v` capture of the `client` subcommand talking to an mtty-2 through socat: the
-    /// eventfd of SET_IRQS did not make it (socat cannot pass fds), the rest decodes in order.
-    @Test func aSocatCaptureDecodesIntoTheConversation() throws {
-        let text = readFile(Self.fixtures + "/socat-mtty.txt")
-        let (format, lines) = try decode(text)
-        #expect(format == .socat)
-        #expect(lines == [
-            #"→ #1 VERSION version=0.0 json={"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"migration":{"pgsize":4096,"max_bitmap_size":268435456},"write_multiple":true}}"#,
-            #"← #1 VERSION reply version=0.0 json={"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}"#,
-            "→ #2 DEVICE_SET_IRQS argsz=20 index=intx flags=EVENTFD|TRIGGER start=0 count=1",
-            "← #2 DEVICE_SET_IRQS reply",
-            "→ #3 REGION_WRITE offset=0x1 region=bar0 count=1 data=01",
-            "← #3 REGION_WRITE reply offset=0x1 region=bar0 count=1",
-            "→ #4 REGION_WRITE no-reply offset=0x0 region=bar0 count=1 data=41",
-            "→ #5 REGION_READ offset=0x2 region=bar0 count=1",
-            "← #5 REGION_READ reply offset=0x2 region=bar0 count=1 data=04",
-            "→ #6 REGION_READ offset=0x0 region=bar0 count=1",
-            "← #6 REGION_READ reply offset=0x0 region=bar0 count=1 data=41",
-            "→ #7 DEVICE_RESET",
-            "← #7 DEVICE_RESET reply",
-            "→ #8 REGION_READ offset=0x9 region=bar0 count=1",
-            "← #8 REGION_READ reply error=EINVAL",
-        ])
-        let (_, swapped) = try decode(text, leftIsClient: false)
-        #expect(swapped.first?.hasPrefix("← #1 VERSION version=0.0") == true, "--server-on-left turns the arrows")
-    }
 
     @Test func xxdOutputDecodes() throws {
         // What `xxd` prints for the VERSION request then the read, as one stream.
