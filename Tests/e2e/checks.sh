@@ -30,8 +30,13 @@ check_mtty_guest() {
   done
 }
 
+# The stream the namespace sends the guest (guest/virtio-net.sh listens for it on port 5001).
+rx_bulk_bytes=$((24 << 20))
+
 # tap_peer_setup: the namespace's end of the guest's link: 10.99.0.1 on vtap0 (made by the
-# server), and a TCP listener on port 5000 writing to $work/received.
+# server), a TCP listener on port 5000 writing to $work/received, and a sender that streams
+# $work/rx-blob to the guest's port 5001 once the guest says it listens (E2E-RX-LISTEN), then
+# keeps the namespace's TCP counters (RetransSegs among them) in $work/rx-snmp.
 tap_peer_setup() {
   for _ in $(seq 50); do in_netns ip link show vtap0 >/dev/null 2>&1 && break; sleep 0.1; done
   in_netns ip addr add 10.99.0.1/24 dev vtap0
@@ -40,6 +45,13 @@ tap_peer_setup() {
   mkfifo "$work/nc-input"
   exec 7<>"$work/nc-input"
   in_netns busybox nc -l -p 5000 < "$work/nc-input" > "$work/received" &
+  helper_pids+=($!)
+  head -c $rx_bulk_bytes /dev/urandom > "$work/rx-blob"
+  (
+    for _ in $(seq $((E2E_TIMEOUT * 10))); do grep -q '^E2E-RX-LISTEN' "$work/console.log" 2>/dev/null && break; sleep 0.1; done
+    in_netns socat -u "FILE:$work/rx-blob" TCP:10.99.0.2:5001,retry=50,interval=0.2 2>"$work/rx-sender.log"
+    in_netns cat /proc/net/snmp > "$work/rx-snmp"
+  ) &
   helper_pids+=($!)
 }
 
@@ -63,6 +75,30 @@ check_virtio_net_guest() {
   grep '^E2E-INTR .*virtio[0-9]*-input' "$work/console.log" | awk '{ n = 0; for (i = 3; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; exit !(n > 0) }' \
     || fail "no receive interrupts counted"
   log "ok: the guest's queues take MSI-X interrupts ($msix vectors)"
+  check_virtio_net_receive
+}
+
+# check_virtio_net_receive: the stream from the namespace arrived in the guest intact, and Linux's
+# virtio_net counted no receive error: a frame whose buffers were not all published when it
+# looked is an rx_length_error (receive_mergeable) and a drop.
+check_virtio_net_receive() {
+  local line md5 size expected stats packets bytes value name retransmitted
+  expect '^E2E-RX-MD5 ' "the guest took in the host's stream"
+  line=$(console_value E2E-RX-MD5)
+  md5=${line% *}; size=${line#* }
+  expected=$(md5sum < "$work/rx-blob" | cut -d' ' -f1)
+  [ "$size" -eq $rx_bulk_bytes ] || fail "the guest received $size bytes, not $rx_bulk_bytes ($(cat "$work/rx-sender.log" 2>/dev/null))"
+  [ "$md5" = "$expected" ] || fail "checksum mismatch: the namespace sent $expected, the guest received $md5"
+  stats=$(console_value E2E-RX-STATS)
+  for name in errors dropped length_errors; do
+    value=$(echo "$stats" | sed "s/.* $name=\([0-9]*\).*/\1/")
+    [ "$value" = 0 ] || fail "the guest's interface counted rx_$name=$value ($stats)"
+  done
+  packets=$(echo "$stats" | sed 's/.*packets=\([0-9]*\).*/\1/')
+  bytes=$(echo "$stats" | sed 's/.* bytes=\([0-9]*\).*/\1/')
+  for _ in $(seq 50); do [ -s "$work/rx-snmp" ] && break; sleep 0.1; done
+  retransmitted=$(awk '$1 == "Tcp:" { if (!column) { for (i = 2; i <= NF; i++) if ($i == "RetransSegs") column = i } else print $column }' "$work/rx-snmp")
+  log "ok: $((rx_bulk_bytes >> 20)) MiB from the host arrived intact (md5 $md5) in $packets frames of $((bytes / packets)) bytes on average; rx_errors, rx_dropped and rx_length_errors 0; TCP retransmissions: ${retransmitted:-?}"
 }
 
 # check_guest_clean: the guest script reported no failure.
