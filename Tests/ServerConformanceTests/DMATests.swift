@@ -160,6 +160,53 @@ struct DMATests {
         #expect(server.device.dma.mappingCount == 0)
     }
 
+    /// A client that floods commands while its unmap waits for a pin fills its own socket, not the
+    /// server's memory: the session sets aside at most `maxDeferredBytes` of them, then stops
+    /// reading. Once the pin goes, the unmap is answered and every command is handled, in order.
+    @Test func commandsFloodedWhileAnUnmapWaitsAreBoundedThenAllHandledInOrder() throws {
+        let (server, client, memory) = try setUp()
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x1000), fd: memory.fd.descriptor)
+        let pin = try server.device.dma.pin(Self.iova, length: 16, access: .read)
+        var unmap = ByteWriter()
+        DMAUnmapRequest(address: Self.iova, size: 0x1000).encode(into: &unmap)
+        let unmapID = try client.send(.dmaUnmap, payload: unmap.bytes)
+        // Posted 8-byte writes of 1, 2, 3... to the engine's source register, 2,000 per batch,
+        // sent without blocking until the socket has taken nothing for 300 ms.
+        let fd = client.socket.rawValue
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var accepted = 0, written: UInt64 = 0
+        var unsent: [UInt8] = []
+        var stalledSince: UInt64?
+        while accepted < 16 << 20 {
+            if unsent.isEmpty {
+                for value in written + 1 ... written + 2000 {
+                    unsent += rawMessage(id: UInt16(truncatingIfNeeded: value), command: Command.regionWrite.rawValue, payload: le(UInt64(0)) + le(UInt32(0)) + le(UInt32(8)) + le(value),
+                                         flags: MessageFlags.noReply.rawValue)
+                }
+                written += 2000
+            }
+            let sent = unsent.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+            if sent > 0 {
+                accepted += sent
+                unsent.removeFirst(sent)
+                stalledSince = nil
+                continue
+            }
+            let now = monotonicNanoseconds()
+            if let since = stalledSince, now - since > 300_000_000 { break }
+            stalledSince = stalledSince ?? now
+            usleep(5000)
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        #expect(accepted < 8 << 20, "the server stopped reading: \(accepted >> 10) KiB taken while the unmap waited")
+        pin.release()
+        try client.sendRaw(unsent) // the rest of the last batch, now that the server reads again
+        _ = try client.awaitReply(id: unmapID, command: .dmaUnmap, timeoutMilliseconds: 10_000)
+        let last = try client.read(.bar0, offset: 0, as: UInt64.self)
+        #expect(last == written, "every write was handled, the last one last: \(last) of \(written), \(accepted) bytes")
+        #expect(server.device.dma.mappingCount == 0)
+    }
+
     /// While an unmap waits for a pin, its mapping is already closed to new accesses (the table
     /// marks it removing, a bit packed beside its size and flags); the mapping beside it keeps its
     /// size and flags.

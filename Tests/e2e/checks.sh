@@ -35,8 +35,8 @@ rx_bulk_bytes=$((24 << 20))
 
 # tap_peer_setup: the namespace's end of the guest's link: 10.99.0.1 on vtap0 (made by the
 # server), a TCP listener on port 5000 writing to $work/received, and a sender that streams
-# $work/rx-blob to the guest's port 5001 once the guest says it listens (E2E-RX-LISTEN), then
-# keeps the namespace's TCP counters (RetransSegs among them) in $work/rx-snmp.
+# $work/rx-blob to the guest's port 5001 once the guest says it listens (E2E-RX-LISTEN), keeping
+# the namespace's TCP counters (RetransSegs among them) from before and after in $work/rx-snmp.
 tap_peer_setup() {
   for _ in $(seq 50); do in_netns ip link show vtap0 >/dev/null 2>&1 && break; sleep 0.1; done
   in_netns ip addr add 10.99.0.1/24 dev vtap0
@@ -49,8 +49,9 @@ tap_peer_setup() {
   head -c $rx_bulk_bytes /dev/urandom > "$work/rx-blob"
   (
     for _ in $(seq $((E2E_TIMEOUT * 10))); do grep -q '^E2E-RX-LISTEN' "$work/console.log" 2>/dev/null && break; sleep 0.1; done
+    in_netns cat /proc/net/snmp > "$work/rx-snmp-before"
     in_netns socat -u "FILE:$work/rx-blob" TCP:10.99.0.2:5001,retry=50,interval=0.2 2>"$work/rx-sender.log"
-    in_netns cat /proc/net/snmp > "$work/rx-snmp"
+    in_netns cat /proc/net/snmp > "$work/rx-snmp.tmp" && mv "$work/rx-snmp.tmp" "$work/rx-snmp"
   ) &
   helper_pids+=($!)
 }
@@ -78,6 +79,11 @@ check_virtio_net_guest() {
   check_virtio_net_receive
 }
 
+# tcp_retransmissions FILE: RetransSegs in a copy of /proc/net/snmp.
+tcp_retransmissions() {
+  awk '$1 == "Tcp:" { if (!column) { for (i = 2; i <= NF; i++) if ($i == "RetransSegs") column = i } else print $column }' "$1"
+}
+
 # check_virtio_net_receive: the stream from the namespace arrived in the guest intact, and Linux's
 # virtio_net counted no receive error: a frame whose buffers were not all published when it
 # looked is an rx_length_error (receive_mergeable) and a drop.
@@ -97,7 +103,7 @@ check_virtio_net_receive() {
   packets=$(echo "$stats" | sed 's/.*packets=\([0-9]*\).*/\1/')
   bytes=$(echo "$stats" | sed 's/.* bytes=\([0-9]*\).*/\1/')
   for _ in $(seq 50); do [ -s "$work/rx-snmp" ] && break; sleep 0.1; done
-  retransmitted=$(awk '$1 == "Tcp:" { if (!column) { for (i = 2; i <= NF; i++) if ($i == "RetransSegs") column = i } else print $column }' "$work/rx-snmp")
+  retransmitted=$(( $(tcp_retransmissions "$work/rx-snmp") - $(tcp_retransmissions "$work/rx-snmp-before") ))
   log "ok: $((rx_bulk_bytes >> 20)) MiB from the host arrived intact (md5 $md5) in $packets frames of $((bytes / packets)) bytes on average; rx_errors, rx_dropped and rx_length_errors 0; TCP retransmissions: ${retransmitted:-?}"
 }
 

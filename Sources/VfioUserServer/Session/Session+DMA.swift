@@ -1,6 +1,9 @@
 import RegionEmulation
 import SystemPackage
 import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Session {
     /// DMA_MAP: at most one fd (the memory to mmap); none means message-mode DMA. The reply is header-only.
@@ -28,10 +31,18 @@ extension Session {
 
     /// Keeps the socket serviced until `done` or the deadline: replies are routed to waiting device
     /// threads, other messages are copied aside for later. Returns whether `done` became true.
+    ///
+    /// What is set aside is bounded (`maxDeferredBytes`): past it the socket is no longer read, so a
+    /// client that floods commands while it is kept waiting fills its own socket, not the server's
+    /// memory. A DMA reply queued behind its flood then waits too, and the device's DMA times out.
     func pumpUntil(_ done: () -> Bool, milliseconds: Int) -> Bool {
         let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
         while !done() {
             guard monotonicNanoseconds() < deadline else { return false }
+            guard deferredBytes < Self.maxDeferredBytes else {
+                usleep(1000)
+                continue
+            }
             guard (try? receiver.waitReadable(milliseconds: 1)) == true else { continue }
             guard let message = try? receiver.receive() else { return done() }
             if message.header.flags.isReply {
@@ -39,8 +50,13 @@ extension Session {
             } else {
                 deferred.append(DeferredMessage(header: message.header, payload: Array(message.payload), fds: message.fds,
                                                 fdsTruncated: message.fdsTruncated, isOversized: message.isOversized))
+                deferredBytes += MessageHeader.size + message.payload.count
             }
         }
         return true
     }
+
+    /// Client messages set aside while waiting (`pumpUntil`), at most: a few milliseconds of a
+    /// client's posted writes, far more than QEMU sends while one of its requests waits.
+    static let maxDeferredBytes = 1 << 20
 }

@@ -28,6 +28,8 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
     var closeAfterReply = false
     /// Client commands read while waiting for something else (an unmap waiting for pins), handled next.
     var deferred: [DeferredMessage] = []
+    /// Bytes of `deferred` (headers and payloads).
+    var deferredBytes = 0
     /// Messages handled, for statistics.
     private(set) var handledCount = 0
 
@@ -58,9 +60,15 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         do {
             while !closeAfterReply {
                 if !deferred.isEmpty {
-                    var message = deferred.removeFirst()
-                    message.payload.withUnsafeBytes { payload in
-                        handle(message.header, payload, &message.fds, fdsTruncated: message.fdsTruncated, isOversized: message.isOversized)
+                    // Taken as a whole (one by one from the front would be quadratic): handling one
+                    // may set more aside (an unmap that waits), and those come after these.
+                    var batch = deferred
+                    deferred = []
+                    deferredBytes = 0
+                    for i in batch.indices where !closeAfterReply {
+                        batch[i].payload.withUnsafeBytes { payload in
+                            handle(batch[i].header, payload, &batch[i].fds, fdsTruncated: batch[i].fdsTruncated, isOversized: batch[i].isOversized)
+                        }
                     }
                     continue
                 }
