@@ -28,6 +28,8 @@ let package = Package(
         ),
         // Linux interfaces the Glibc module lacks (eventfd, memfd, CMSG macros), as inline wrappers.
         .target(name: "CLinux"),
+        // PNG through libpng's simplified API (Debian libpng-dev): screenshots of display devices.
+        .target(name: "CPNG", linkerSettings: [.linkedLibrary("png16")]),
         // A lock ThreadSanitizer can see (Synchronization.Mutex otherwise): for every target with state
         // shared between threads.
         .target(name: "Locking", dependencies: ["CLinux"], swiftSettings: strict),
@@ -46,16 +48,19 @@ let package = Package(
         .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "VfioUserProto", "CLinux", "Locking",
                                                        .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
+        .target(name: "MbochsDevice", dependencies: ["RegionEmulation", "VfioUserProto", "CLinux", "Locking",
+                                                    .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: strict),
         // Endpoints, sessions, device life cycle: between the protocol and the command line.
         .target(
             name: "VfioUserServer",
-            dependencies: ["VfioUserProto", "RegionEmulation"],
+            dependencies: ["VfioUserProto", "RegionEmulation", "CPNG", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "vfio-user-server",
             dependencies: [
-                "VfioUserServer", "MttyDevice", "VirtioNetDevice",
+                "VfioUserServer", "MttyDevice", "VirtioNetDevice", "MbochsDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -93,7 +98,8 @@ let package = Package(
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice"], swiftSettings: strict),
         .testTarget(
             name: "ServerConformanceTests",
-            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "VirtioNetTestDriver", "TestSupport", "FuzzHarness", "Locking"],
+            dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "MbochsDevice", "VirtioNetTestDriver", "TestSupport", "FuzzHarness",
+                           "Locking", "CPNG"],
             swiftSettings: strict
         ),
     ]

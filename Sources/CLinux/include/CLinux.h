@@ -46,6 +46,12 @@ static inline int clinux_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
 }
 
+// File seals (F_ADD_SEALS and F_SEAL_*: <fcntl.h> names them only under _GNU_SOURCE).
+static inline int clinux_seal_size(int fd) {
+    const int addSeals = 1024 + 9, sealSeal = 1, sealShrink = 2, sealGrow = 4;
+    return fcntl(fd, addSeals, sealSeal | sealShrink | sealGrow);
+}
+
 static inline int clinux_accept4(int socket, int flags) {
     return (int)syscall(SYS_accept4, socket, NULL, NULL, flags);
 }

@@ -21,8 +21,9 @@ enum MigrationRecord: UInt32, CustomStringConvertible {
     /// "VFUMIGR1" read as a little-endian u64.
     static let magic: UInt64 = 0x3152_4749_4D55_4656
     static let version: UInt32 = 1
-    /// Longest record a destination accepts.
-    static let maxLength = 16 << 20
+    /// Longest record a destination accepts: the largest device state, an mbochs-large's 64 MiB
+    /// framebuffer with its registers, and room to spare.
+    static let maxLength = 72 << 20
 
     var description: String {
         switch self {

@@ -71,6 +71,8 @@ extension Errno {
         (Errno(rawValue: Glibc.ENOTDIR), "ENOTDIR"),
         (Errno(rawValue: Glibc.EADDRINUSE), "EADDRINUSE"),
         (Errno(rawValue: Glibc.ESHUTDOWN), "ESHUTDOWN"),
+        (Errno(rawValue: Glibc.ENODATA), "ENODATA"),
+        (Errno(rawValue: Glibc.ENFILE), "ENFILE"),
         (Errno(rawValue: Glibc.ENAMETOOLONG), "ENAMETOOLONG"),
     ]
 

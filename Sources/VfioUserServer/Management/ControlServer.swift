@@ -183,6 +183,12 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
             let uuid = try Self.parseUUID(uuidText)
             let outcome = try manager.remove(uuid, force: force, timeoutMilliseconds: timeout ?? 5000)
             return ["ok": true, "uuid": .string(uuid.description), "client": .string(outcome.rawValue)]
+        case let .screenshot(uuidText):
+            let uuid = try Self.parseUUID(uuidText)
+            guard let instance = manager.instance(uuid) else { throw ManagementError(.noSuchFileOrDirectory, "no instance \(uuid)") }
+            let picture = try Screenshot.take(instance)
+            return ["ok": true, "uuid": .string(uuid.description), "width": .int(Int64(picture.width)),
+                    "height": .int(Int64(picture.height)), "png": .string(Base64.encode(try Screenshot.png(picture)))]
         }
     }
 

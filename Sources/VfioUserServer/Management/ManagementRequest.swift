@@ -7,6 +7,7 @@ import VfioUserProto
 ///     {"command":"list"}
 ///     {"command":"start","type":"virtio-net","uuid":"…","params":{"tap":"vtap0"}}
 ///     {"command":"stop","uuid":"…","force":true,"timeout_ms":2000}
+///     {"command":"screenshot","uuid":"…"}
 ///
 /// `uuid` is optional for `start` (a random one is made); `params`, `force` and `timeout_ms` are
 /// optional. Any request may carry an `id` (any JSON value), echoed in its reply. The reply is
@@ -16,6 +17,8 @@ public enum ManagementRequest: Equatable, Sendable {
     case list
     case start(type: String, uuid: String?, parameters: [String: String])
     case stop(uuid: String, force: Bool, timeoutMilliseconds: Int?)
+    /// The picture on a display instance's screen, as a PNG (base64 in the reply's "png").
+    case screenshot(uuid: String)
 
     /// Reads a request; EINVAL with a message naming the member at fault.
     public init(_ json: JSONValue) throws(ManagementError) {
@@ -49,8 +52,12 @@ public enum ManagementRequest: Equatable, Sendable {
             }
             self = .stop(uuid: uuid, force: force, timeoutMilliseconds: timeout)
             allowed = ["uuid", "force", "timeout_ms"]
+        case "screenshot":
+            guard case let .string(uuid)? = json["uuid"] else { throw Self.invalid("screenshot needs a \"uuid\" string") }
+            self = .screenshot(uuid: uuid)
+            allowed = ["uuid"]
         default:
-            throw Self.invalid("unknown command '\(command)'; commands: types, list, start, stop")
+            throw Self.invalid("unknown command '\(command)'; commands: types, list, start, stop, screenshot")
         }
         guard case let .object(members) = json else { return }
         if let extra = members.first(where: { !allowed.contains($0.key) && $0.key != "command" && $0.key != "id" }) {
@@ -75,6 +82,8 @@ public enum ManagementRequest: Equatable, Sendable {
             if force { members.append(("force", true)) }
             if let timeout { members.append(("timeout_ms", .int(Int64(timeout)))) }
             return .object(members)
+        case let .screenshot(uuid):
+            return ["command": "screenshot", "uuid": .string(uuid)]
         }
     }
 

@@ -32,6 +32,8 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
     var deferredBytes = 0
     /// Messages handled, for statistics.
     private(set) var handledCount = 0
+    /// Commands that asked for no reply (QEMU's posted writes), for the summary.
+    private var postedCount = 0
 
     struct DeferredMessage {
         let header: MessageHeader
@@ -92,7 +94,7 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
     var mapsWithoutFD = 0
 
     private func end() {
-        ServerLog.info("\(name): session summary: \(handledCount) messages handled, \(dmaChannel.messagesSent) DMA messages sent, "
+        ServerLog.info("\(name): session summary: \(handledCount) messages handled (\(postedCount) posted), \(dmaChannel.messagesSent) DMA messages sent, "
                        + "\(mapsWithFD) DMA maps with an fd, \(mapsWithoutFD) without")
         dmaChannel.close()
         device.connectionLost()
@@ -115,6 +117,7 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         // A posted command's reply is never sent: no header placeholder, and the hot handlers skip
         // their payload (the rest write one that is dropped).
         let replying = !header.flags.contains(.noReply)
+        if !replying { postedCount += 1 }
         reply.reset()
         if replying { reply.writeZeros(MessageHeader.size) }
         if !replyFDs.isEmpty { replyFDs.removeAll(keepingCapacity: true) }

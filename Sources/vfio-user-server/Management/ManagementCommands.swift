@@ -157,6 +157,53 @@ struct Stop: ParsableCommand {
     }
 }
 
+struct ScreenshotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "screenshot",
+        abstract: "Save what a display instance (mbochs) shows, as a PNG.",
+        discussion: """
+        QEMU cannot show a vfio-user device's display (the protocol has no display plane), so the \
+        server, which holds the framebuffer, takes the picture: the mode the guest set through the \
+        DISPI registers, XRGB8888 as it is in memory now. With no mode set, or a mode the \
+        framebuffer cannot hold, nothing is written and the reason is printed (ENODATA).
+
+        EXAMPLE
+          vfio-user-server screenshot --uuid 83b8f4f2-509f-382f-3c1e-e6bfe0fa1004 --output screen.png
+        """)
+
+    @Option(name: .long, help: ArgumentHelp("The display instance's UUID.", valueName: "uuid"))
+    var uuid: String
+
+    @Option(name: .long, help: ArgumentHelp("The PNG file to write.", valueName: "file"))
+    var output: String
+
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let reply = try options.send(.screenshot(uuid: uuid))
+        guard case let .string(text)? = reply["png"], let png = Base64.decode(text) else {
+            ServerLog.error("the server's reply carries no PNG")
+            throw ExitCode(1)
+        }
+        let fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            ServerLog.error("\(output): \(String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        defer { close(fd) }
+        let written = png.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == png.count else {
+            ServerLog.error("\(output): \(String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        if options.json {
+            guard case let .object(members) = reply else { return options.printJSON(reply) }
+            return options.printJSON(.object(members.filter { $0.key != "ok" && $0.key != "png" } + [("file", .string(output))]))
+        }
+        print("\(output): \(reply["width"].displayText)x\(reply["height"].displayText) (\(png.count) bytes)")
+    }
+}
+
 extension JSONValue {
     /// A member for text output: strings bare, anything else as JSON.
     var displayText: String {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import MbochsDevice
 import MttyDevice
 import RegionEmulation
 import VirtioNetDevice
@@ -8,7 +9,7 @@ import Glibc
 
 /// The mediated device types this executable serves, as their device models register them.
 enum DeviceTypes {
-    static let all: [MediatedDeviceType] = MttyDevice.mediatedTypes() + [VirtioNetDevice.mediatedType()]
+    static let all: [MediatedDeviceType] = MttyDevice.mediatedTypes() + [VirtioNetDevice.mediatedType()] + MbochsDevice.mediatedTypes()
     static var ids: [String] { all.map(\.id) }
 }
 

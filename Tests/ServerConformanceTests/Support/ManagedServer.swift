@@ -1,3 +1,4 @@
+import MbochsDevice
 import MttyDevice
 import RegionEmulation
 import SystemPackage
@@ -10,7 +11,7 @@ import VirtioNetDevice
 /// An instance manager with its control socket, in this process, in a private directory: the
 /// server of `vfio-user-server serve` without the command line.
 final class ManagedServer: Sendable {
-    static let types = MttyDevice.mediatedTypes() + [VirtioNetDevice.mediatedType()]
+    static let types = MttyDevice.mediatedTypes() + [VirtioNetDevice.mediatedType()] + MbochsDevice.mediatedTypes()
 
     let directory = TemporaryDirectory()
     let manager: InstanceManager
@@ -33,12 +34,15 @@ final class ManagedServer: Sendable {
     @discardableResult
     func send(_ request: ManagementRequest) throws -> JSONValue { try client().send(request) }
 
-    /// `available_instances` of every type, by type id.
-    func available() throws -> [String: Int64] {
+    /// `available_instances` of every type, by type id; `except` leaves out the types whose id
+    /// starts with it.
+    func available(except prefix: String? = nil) throws -> [String: Int64] {
         guard case let .array(types)? = try send(.types)["types"] else { return [:] }
         var result: [String: Int64] = [:]
         for type in types {
-            if case let .string(id)? = type["id"], case let .int(count)? = type["available_instances"] { result[id] = count }
+            if case let .string(id)? = type["id"], case let .int(count)? = type["available_instances"], !id.hasPrefix(prefix ?? "\u{0}") {
+                result[id] = count
+            }
         }
         return result
     }

@@ -1,0 +1,76 @@
+import RegionEmulation
+import VfioUserProto
+
+/// mbochs migration: a header (magic, version 1.0, the framebuffer's size) that PRE_COPY offers
+/// early and a destination checks at once, then in STOP_COPY the registers, the EDID and the whole
+/// framebuffer. The framebuffer is the client's to write through its mapping, with no page ever
+/// reported dirty: nothing can be sent before the device stops, so PRE_COPY carries the header only
+/// and STOP_COPY everything else.
+extension MbochsDevice: MigratableDevice {
+    /// "MBOCHS" and a version byte, read as a little-endian u64.
+    public static let migrationMagic: UInt64 = 0x0153_4843_4F42_4D
+    public static let migrationVersion: (major: UInt32, minor: UInt32) = (1, 0)
+
+    public func migrationHeader() -> [UInt8] {
+        var writer = ByteWriter(capacity: 24)
+        writer.write(Self.migrationMagic)
+        writer.write(Self.migrationVersion.major)
+        writer.write(Self.migrationVersion.minor)
+        writer.write(UInt64(memorySize))
+        return writer.bytes
+    }
+
+    public func checkMigrationHeader(_ header: [UInt8]) throws(MigrationError) {
+        let fields = try? ByteReader.decode(header, whole: true) { (r: inout ByteReader) throws(ProtocolError) in
+            (try r.read(UInt64.self), try r.read(UInt32.self), try r.read(UInt32.self), try r.read(UInt64.self))
+        }
+        guard let (magic, major, minor, memory) = fields else { throw .invalidStream("mbochs header of \(header.count) bytes, not 24") }
+        guard magic == Self.migrationMagic else { throw .invalidStream("not an mbochs state (magic 0x\(String(magic, radix: 16)))") }
+        guard major == Self.migrationVersion.major, minor == Self.migrationVersion.minor else {
+            throw .invalidStream("mbochs state version \(major).\(minor); this device reads 1.0")
+        }
+        guard memory == UInt64(memorySize) else {
+            throw .invalidStream("the source has a \(memory >> 20) MiB framebuffer; this one has \(memorySize >> 20) MiB")
+        }
+    }
+
+    /// Registers (the DISPI file, the byte order), the EDID, then the framebuffer.
+    public func saveMigrationState() throws(MigrationError) -> [UInt8] {
+        let saved = registers.withLock { $0 }
+        var writer = ByteWriter(capacity: memorySize + 256)
+        writer.write(UInt32(saved.dispi.registers.count))
+        for register in saved.dispi.registers { writer.write(register) }
+        writer.write(UInt8(saved.bigEndian ? 1 : 0))
+        writer.write(UInt32(saved.edid.count))
+        writer.write(saved.edid)
+        writer.write(UInt64(memorySize))
+        writer.write(framebuffer.contents)
+        return writer.bytes
+    }
+
+    public func loadMigrationState(_ state: [UInt8]) throws(MigrationError) {
+        let loaded: (Registers, [UInt8])
+        do throws(ProtocolError) {
+            loaded = try ByteReader.decode(state, whole: true) { (r: inout ByteReader) throws(ProtocolError) in
+                let count: UInt32 = try r.read()
+                guard count == BochsDispi.Index.allCases.count else { throw .invalid("\(count) DISPI registers") }
+                let values = try (0..<count).map { _ throws(ProtocolError) in try r.read(UInt16.self) }
+                var dispi = BochsDispi(framebufferSize: memorySize)
+                guard dispi.restore(values) else { throw .invalid("DISPI registers this device cannot hold") }
+                let bigEndian: UInt8 = try r.read()
+                guard bigEndian <= 1 else { throw .invalid("byte order \(bigEndian)") }
+                let edidLength: UInt32 = try r.read()
+                guard edidLength == EDID.size else { throw .invalid("an EDID of \(edidLength) bytes") }
+                let edid = Array(try r.bytes(count: Int(edidLength)))
+                let memory: UInt64 = try r.read()
+                guard memory == UInt64(memorySize) else { throw .invalid("a framebuffer of \(memory) bytes") }
+                let contents = Array(try r.bytes(count: memorySize))
+                return (Registers(dispi: dispi, bigEndian: bigEndian == 1, edid: edid), contents)
+            }
+        } catch {
+            throw .invalidStream("mbochs state: \(error)")
+        }
+        framebuffer.replaceContents(loaded.1)
+        registers.withLock { $0 = loaded.0 }
+    }
+}
