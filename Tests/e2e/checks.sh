@@ -111,3 +111,35 @@ check_virtio_net_receive() {
 check_guest_clean() {
   if grep -q "E2E-FAILED" "$work/console.log"; then fail "guest reported: $(grep E2E-FAILED "$work/console.log")"; fi
 }
+
+# display_screenshots_setup UUID CONTROL: takes screenshots of display instance UUID through the
+# server's control socket while the guest holds its picture: $work/console.png once the console
+# shows E2E-CONSOLE-READY, $work/pattern.png once it shows E2E-PATTERN-READY.
+display_screenshots_setup() {
+  local uuid=$1 control=$2
+  (
+    for shot in E2E-CONSOLE-READY:console E2E-PATTERN-READY:pattern; do
+      for _ in $(seq $((E2E_TIMEOUT * 10))); do grep -q "^${shot%%:*}" "$work/console.log" 2>/dev/null && break; sleep 0.1; done
+      "$SERVER_BIN" screenshot --uuid "$uuid" --control "$control" --output "$work/${shot#*:}.png" >"$work/screenshot-${shot#*:}.log" 2>&1
+    done
+  ) &
+  helper_pids+=($!)
+}
+
+# check_mbochs_guest WIDTH HEIGHT: the guest's bochs driver bound, made /dev/fb0 at the EDID's mode,
+# and the server's screenshots show its console and then, pixel for pixel, the pattern it drew.
+check_mbochs_guest() {
+  local width=$1 height=$2 result
+  expect '^E2E-DISPLAY vendor=0x1234 device=0x1111 class=0x038000 subsystem=0x1af4:0x1100 driver=bochs-drm' \
+    "the guest's bochs driver binds 1234:1111 class 0x038000"
+  expect "^E2E-FB name=bochs-drmdrmfb mode=$width,$height bpp=32" "/dev/fb0 is ${width}x${height}, the EDID's preferred mode"
+  for _ in $(seq 100); do [ -s "$work/screenshot-pattern.log" ] && break; sleep 0.1; done
+  result=$(python3 "$E2E_DIR/png-check.py" drawn "$work/console.png" "$width" "$height" 2>&1) \
+    || fail "the console screenshot: $result $(cat "$work/screenshot-console.log" 2>/dev/null)"
+  log "ok: a screenshot shows the guest's console ($result)"
+  [ -n "${E2E_SCREENSHOT:-}" ] && cp "$work/console.png" "$E2E_SCREENSHOT" && log "kept it as $E2E_SCREENSHOT"
+  expect '^E2E-PATTERN-DRAWN' "the guest drew the pattern into /dev/fb0"
+  result=$(python3 "$E2E_DIR/png-check.py" pattern "$work/pattern.png" "$width" "$height" 2>&1) \
+    || fail "the pattern screenshot: $result $(cat "$work/screenshot-pattern.log" 2>/dev/null)"
+  log "ok: $result"
+}

@@ -142,17 +142,20 @@ relay_stop() {
 }
 device_json() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s/%s"}}' "$guest_dir" "$1"; }
 
-# e2e_initramfs: busybox, the guest test scripts, and the kernel modules the tests load (xz-unpacked:
-# busybox insmod cannot read .ko.xz).
+# e2e_initramfs: busybox, the guest test scripts, fbtool (static), and the kernel modules the tests
+# load (xz-unpacked: busybox insmod cannot read .ko.xz).
 e2e_initramfs() {
   local stage=$work/initramfs
   rm -rf "$stage"; mkdir -p "$stage"/{bin,dev,proc,sys,tmp,tests,modules}
   cp "$(command -v busybox)" "$stage/bin/busybox"
   cp "$E2E_DIR/guest/init" "$stage/init"
   cp "$E2E_DIR"/guest/*.sh "$stage/tests/"
+  gcc -static -O2 -Wall -o "$stage/tests/fbtool" "$E2E_DIR/guest/fbtool.c" || fail "cannot build the guest's fbtool"
   chmod +x "$stage/init" "$stage"/tests/*.sh
   local module
-  for module in net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+  for module in net/core/failover drivers/net/net_failover drivers/net/virtio_net \
+      drivers/gpu/drm/drm drivers/gpu/drm/drm_kms_helper drivers/gpu/drm/ttm/ttm drivers/gpu/drm/drm_ttm_helper \
+      drivers/gpu/drm/drm_vram_helper drivers/gpu/drm/tiny/bochs; do
     local path=$ROOT/lib/modules/$KVERSION/kernel/$module.ko.xz
     [ -f "$path" ] && xz -dc "$path" > "$stage/modules/$(basename "$module").ko"
   done
