@@ -7,9 +7,7 @@ cd "$(dirname "$0")/.."
 results=${1:-benchmarks.json}
 chart=${2:-docs/benchmarks.svg}
 scripts/ensure-packages.sh build
-command -v gcc >/dev/null || scripts/ensure-packages.sh e2e # vfu-bench.c is compiled with gcc
-swift build -c release --product vfio-user-server
-swift build -c release --product vfio-user-bench
+for product in vfio-user-server vfio-user-echo vfio-user-bench; do swift build -c release --product "$product"; done
 bench=.build/release/vfio-user-bench
 rm -f "$results"
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"

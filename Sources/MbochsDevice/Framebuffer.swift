@@ -1,5 +1,6 @@
 import CLinux
 import RegionEmulation
+import Support
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)

@@ -11,6 +11,9 @@ extension MbochsDevice: MigratableDevice {
     public static let migrationMagic: UInt64 = 0x0153_4843_4F42_4D
     public static let migrationVersion: (major: UInt32, minor: UInt32) = (1, 0)
 
+    /// No DMA to stop apart (P2P), and a header to send early (PRE_COPY).
+    public var migrationCapabilities: MigrationCapabilities { [.stopCopy, .p2p, .preCopy] }
+
     public func migrationHeader() -> [UInt8] {
         var writer = ByteWriter(capacity: 24)
         writer.write(Self.migrationMagic)

@@ -1,5 +1,5 @@
-import Locking
 import RegionEmulation
+import Support
 import SystemPackage
 import VfioUserProto
 

@@ -1,14 +1,17 @@
 import RegionEmulation
 import VfioUserProto
 
-/// mtty migration, after the kernel sample's ("vfio/mtty: Enable migration support", devices.md
-/// §2f): a header (magic 0x7e9d09898c3e2c4e, version 1.0, the port count, flags 0) that PRE_COPY
+/// mtty migration, after the kernel sample's ("vfio/mtty: Enable migration support",
+/// samples/vfio-mdev/mtty.c): a header (magic 0x7e9d09898c3e2c4e, version 1.0, the port count, flags 0) that PRE_COPY
 /// offers early and a destination checks at once, then each port's state. Every field is written
 /// explicitly, as the sample's own cover letter advised. mtty does no DMA, so P2P and PRE_COPY
 /// cost nothing; its interrupts are held by the core while it is stopped.
 extension MttyDevice: MigratableDevice {
     public static let migrationMagic: UInt64 = 0x7E9D_0989_8C3E_2C4E
     public static let migrationVersion: (major: UInt32, minor: UInt32) = (1, 0)
+
+    /// As the sample: no DMA to stop apart (P2P), and a header to send early (PRE_COPY).
+    public var migrationCapabilities: MigrationCapabilities { [.stopCopy, .p2p, .preCopy] }
 
     public func migrationHeader() -> [UInt8] {
         var writer = ByteWriter(capacity: 24)

@@ -1,5 +1,5 @@
-import Locking
 import RegionEmulation
+import Support
 import VfioUserProto
 
 /// The kernel's mtty sample as a vfio-user device model: a PCI serial card with one or two 16550A
@@ -10,7 +10,7 @@ import VfioUserProto
 /// capability), and, as for every device of this server, ERR and REQ with one eventfd each (REQ
 /// asks the client to let go when the instance is removed by force).
 public final class MttyDevice: DeviceModel {
-    /// The sample's identity (devices.md §2a): "Serial controller: Device 4348:3253 (rev 10)
+    /// The sample's identity (mtty_create_config_space; Documentation/driver-api/vfio-mediated-device.rst): "Serial controller: Device 4348:3253 (rev 10)
     /// (prog-if 02 [16550])".
     public static let identity = PCIIdentity(vendorID: 0x4348, deviceID: 0x3253, subsystemVendorID: 0x4348,
                                              subsystemID: 0x3253, revision: 0x10, classCode: 0x07_00_02)

@@ -1,7 +1,7 @@
 import RegionEmulation
 
 extension MttyDevice {
-    /// The sample's port pool, MAX_MTTYS = 24 (devices.md §2e): shared by both types, so a fresh
+    /// The sample's port pool, MAX_MTTYS = 24 (samples/vfio-mdev/mtty.c): shared by both types, so a fresh
     /// server offers 24 mtty-1 or 12 mtty-2, and every instance of either lowers both counts.
     public static let portPool = ResourcePool(name: "mtty-ports", capacity: 24)
 

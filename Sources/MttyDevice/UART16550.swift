@@ -1,7 +1,7 @@
 /// A 16550A UART whose transmitter loops back into its own receive FIFO: the serial port of the
-/// kernel's mtty sample (`samples/vfio-mdev/mtty.c`, register model in devices.md §2c).
+/// kernel's mtty sample (`samples/vfio-mdev/mtty.c`, `handle_bar_read`/`handle_bar_write`).
 ///
-/// Where the sample is sloppy (devices.md §2g) this model behaves like a real 16550A:
+/// Where the sample is sloppy this model behaves like a real 16550A:
 /// 1. The receive trigger level follows FCR bits 7:6 (1/4/8/14) instead of always 1; data below the
 ///    level is reported at once as a character timeout (IIR 0x0C), so a driver still hears about
 ///    every byte, as it would after the four-character timeout of real hardware.

@@ -4,7 +4,7 @@ import VfioUserProto
 /// What the server advertises in its VERSION reply and how it serves.
 public struct ServerConfiguration: Sendable {
     /// fds the server accepts in one message. QEMU caps the value at 16 and, with fewer, splits
-    /// MSI-X eventfd lists into more SET_IRQS messages (fact sheet §1.4, §5.4).
+    /// MSI-X eventfd lists into more SET_IRQS messages (hw/vfio-user/proxy.c: a server value above 16 is refused, none means 8).
     public var maxMessageFDs = 16
     /// Largest `count` of a region or DMA read/write (the spec's default, 1 MiB).
     public var maxDataTransferSize = 1 << 20

@@ -1,27 +1,28 @@
 import ArgumentParser
 import CLinux
 import RegionEmulation
+import Support
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// DMA map, unmap and translation rates with 1, 1,000 and 65,535 mappings in the table.
+/// DMA map, unmap and translation rates with 1 to 65,535 mappings in the table, and with QEMU's own map.
 struct DMABenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dma",
-        abstract: "DMA map/unmap and translation rates at several table sizes, beside vfu-bench dma and the echo peer.",
+        abstract: "DMA map/unmap and translation rates at several table sizes, beside the echo peer.",
         discussion: """
         Steady state: the table is first filled to N mappings (one 4 KiB page every 8 KiB), then an \
-        extra mapping is mapped and unmapped in a gap, over and over, and random mapped addresses are \
-        translated. In process this is the DMA space alone; over the socket it is the server process \
-        with our client. vfu-bench dma N (fill N, then unmap N) is the independent client's figure.
+        extra mapping is mapped and unmapped in a gap, over and over, and random or sequential \
+        mapped addresses are translated. In process this is the DMA space alone; over the socket it \
+        is the server process, beside the echo peer given the same messages (with their fds).
         """)
 
     @OptionGroup var common: CommonOptions
 
-    @Option(help: "Table sizes to measure.")
-    var sizes: [Int] = [1, 1000, 65535]
+    @Option(help: "Table sizes to measure (the first is the reference for the translation ratios).")
+    var sizes: [Int] = [1, 32, 1000, 65535]
 
     @Option(help: "Map+unmap cycles per size.")
     var cycles: Int = 20000
@@ -38,69 +39,84 @@ struct DMABenchmark: ParsableCommand {
 
     func run() throws {
         pinToCPU(common.cpu)
-        let vfuBench = try vfuBenchBinary(common.vfuBench)
         let directory = scratchDirectory()
         defer { rmdir(directory) }
         let largest = sizes.max() ?? 1
         let memory = try BenchMemory(pages: largest + 1)
+        var recorder = ResultRecorder(path: common.results)
+        defer { try? recorder.save() }
 
         print("DMA benchmark (both ends on CPU \(common.cpu))")
         print("")
         print("In process, the DMA space alone: rates with N mappings in the table (median of \(rounds) rounds)")
         print("  N          map (fd)     unmap        translate (random)  translate (sequential)")
         let spaces = try sizes.map { try filledSpace($0, memory: memory) }
-        let (translateRandom, translateSequential) = translateRates(spaces, sizes: sizes)
+        let qemu = try qemuSpace()
+        let rates = translateRates(spaces + [qemu], sizes: sizes + [0])
         for (i, size) in sizes.enumerated() {
             let (map, unmap) = try mapUnmapRates(spaces[i], size: size, memory: memory)
             print("  " + pad(String(size), 9) + "  " + [map, unmap].map { pad(formatRate($0), 11) }.joined(separator: "  ")
-                  + "  " + pad(formatRate(translateRandom[i]), 18) + "  " + formatRate(translateSequential[i]))
+                  + "  " + pad(formatRate(rates.random[i]), 18) + "  " + formatRate(rates.sequential[i]))
         }
-        print("  translate with \(sizes.last!) / with \(sizes.first!) mappings: random \(percent(translateRandom.last! / translateRandom.first!)), "
-              + "sequential \(percent(translateSequential.last! / translateSequential.first!))")
-        // What the machine allows: a random translation in a big table reads at least one record
-        // that is in no cache. Time one such read alone, over 4 MiB: more than the L2 of the
-        // machines this runs on, less than the table holds at 65,535 mappings (keys and entries).
-        let load = dependentLoadNanoseconds(bufferBytes: 4 << 20)
-        let budget = 1e9 / translateRandom.first! / 0.7 - 1e9 / translateRandom.first!
-        print("  the machine: one dependent random load over 4 MiB takes \(String(format1: load)) ns; "
-              + "70% of the rate at 1 leaves \(String(format1: budget)) ns for all a bigger table adds")
-        var recorder = ResultRecorder(path: common.results)
-        defer { try? recorder.save() }
-        recorder.record("dma_dependent_load_ns", load)
-        recorder.record("dma_translate_random_ratio", translateRandom.last! / translateRandom.first!)
-        recorder.record("dma_translate_sequential_ratio", translateSequential.last! / translateSequential.first!)
+        print("  QEMU's map (\(Self.qemuRegions.count) regions), addresses anywhere in guest RAM: translate "
+              + formatRate(rates.random[sizes.count]))
+        for (i, size) in sizes.enumerated().dropFirst() {
+            let random = rates.random[i] / rates.random[0], sequential = rates.sequential[i] / rates.sequential[0]
+            print("  translate with \(size) / with \(sizes[0]) mappings: random \(percent(random)), sequential \(percent(sequential))")
+            recorder.record("dma_translate_\(size)_random_ratio", random)
+            recorder.record("dma_translate_\(size)_sequential_ratio", sequential)
+        }
+        let qemuRatio = rates.random[sizes.count] / rates.random[0]
+        print("  translate with QEMU's map / with \(sizes[0]) mapping: \(percent(qemuRatio))")
+        recorder.record("dma_translate_qemu_ratio", qemuRatio)
+        // What one cache miss costs here: 65,535 mappings take about 1 MiB of slots.
+        let near = dependentLoadNanoseconds(bufferBytes: 1 << 20), far = dependentLoadNanoseconds(bufferBytes: 4 << 20)
+        print("  the machine: a dependent random load takes \(String(format1: near)) ns over 1 MiB, \(String(format1: far)) ns over 4 MiB")
+        recorder.record("dma_dependent_load_1mib_ns", near)
+        recorder.record("dma_dependent_load_4mib_ns", far)
 
         print("")
-        print("Over the socket, with a memfd fd on every DMA_MAP")
-        let echoPath = directory + "/echo.sock"
-        let echo = try BackgroundProcess(["taskset", "-c", String(common.cpu), vfuBench, "echo", echoPath])
-        try waitForSocket(echoPath)
-        let echoRate = fields(try runCommand([vfuBench, "rtt", echoPath, "7", "0", "50000"]))["ops_per_sec"] ?? 0
-        echo.stop()
-        unlink(echoPath)
-        print("  echo peer round trips (the socket's limit, no work): \(formatRate(echoRate))")
-        print("  N          our client: map+unmap  vs echo   vfu-bench dma N: map    unmap      map+unmap  vs echo")
+        print("Over the socket, with a memfd fd on every DMA_MAP: map+unmap messages per second")
+        print("  N          echo peer    server       vs echo")
         for size in sizes {
-            let path = directory + "/server.sock"
-            let server = try BackgroundProcess(["taskset", "-c", String(common.cpu), common.server, "--type", "mtty-2", "--socket-path", path])
-            try waitForSocket(path)
-            let ours = try measureOverSocket(path, size: size, memory: memory)
-            server.stop()
-            let server2 = try BackgroundProcess(["taskset", "-c", String(common.cpu), common.server, "--type", "mtty-2", "--socket-path", path])
-            try waitForSocket(path)
-            let result = fields(try runCommand([vfuBench, "dma", path, String(size)]))
-            server2.stop()
-            let map = result["map_per_sec"] ?? 0
-            let unmap = result["unmap_per_sec"] ?? 0
-            let both = 2 / (1 / map + 1 / unmap)
-            recorder.record("dma_\(size)_ours_ratio", ours / echoRate)
-            recorder.record("dma_\(size)_vfubench_ratio", both / echoRate)
-            print("  " + pad(String(size), 9) + "  " + pad(formatRate(ours), 21) + "  " + pad(percent(ours / echoRate), 8)
-                  + "  " + pad(formatRate(map), 21) + "  " + pad(formatRate(unmap), 9) + "  " + pad(formatRate(both), 9)
-                  + "  " + percent(both / echoRate) + (size == 1 ? "  (one operation each)" : ""))
+            var rates: [(echo: Double, server: Double)] = []
+            for _ in 0..<3 {
+                let echoPath = directory + "/echo.sock"
+                let echo = try BackgroundProcess(["taskset", "-c", String(common.cpu), common.echo, echoPath])
+                try waitForSocket(echoPath)
+                let echoRate = try measureOverSocket(echoPath, size: size, memory: memory)
+                echo.stop()
+                unlink(echoPath)
+                let path = directory + "/server.sock"
+                let server = try BackgroundProcess(["taskset", "-c", String(common.cpu), common.server, "--type", "mtty-2",
+                                                    "--socket-path", path, "--no-control"])
+                try waitForSocket(path)
+                rates.append((echoRate, try measureOverSocket(path, size: size, memory: memory)))
+                server.stop()
+            }
+            let ratio = pairedRatio(rates.map(\.server), to: rates.map(\.echo))
+            recorder.record("dma_\(size)_ratio", ratio)
+            print("  " + pad(String(size), 9) + "  " + pad(formatRate(median(rates.map(\.echo))), 11) + "  "
+                  + pad(formatRate(median(rates.map(\.server))), 11) + "  " + percent(ratio))
         }
-        print("")
-        print("map+unmap rates count messages (two per cycle); vs echo compares them with the echo peer's round trips.")
+    }
+
+    /// The DMA_MAPs QEMU 11.1.3 sends for the end-to-end guest (q35, 256 MiB of memfd RAM): low
+    /// RAM, two option-ROM windows, RAM from 1 MiB, the BIOS below 4 GiB. (address, size, writable)
+    static let qemuRegions: [(UInt64, UInt64, Bool)] = [
+        (0x0, 0xC0000, true), (0xC0000, 0x20000, false), (0xE0000, 0x20000, false),
+        (0x100000, 0xFF00000, true), (0xFFFC0000, 0x40000, false),
+    ]
+
+    /// A DMA space holding QEMU's regions, all backed by one sparse memfd (nothing is touched).
+    func qemuSpace() throws -> DMASpace {
+        let memory = try BenchMemory(pages: 0x10000000 / 4096)
+        let space = DMASpace()
+        for (address, size, writable) in Self.qemuRegions {
+            let flags: DMAMapFlags = writable ? [.read, .write] : [.read]
+            try space.map(DMAMapRequest(flags: flags, offset: address % 0x10000000, address: address, size: size), fd: memory.duplicate())
+        }
+        return space
     }
 
     /// A DMA space holding `size` mappings: one 4 KiB page every 8 KiB.
@@ -132,11 +148,12 @@ struct DMABenchmark: ParsableCommand {
 
     /// Translation rates (pin, host address, release) for each space, random and sequential, measured
     /// in interleaved rounds so that a slow (or fast) moment of the machine hits every size and both
-    /// orders alike. Random addresses are the worst case for caches; sequential ones walk the
-    /// mappings in order, as a device walking a ring does.
-    /// Addresses are computed in the loop (xorshift for random ones): a list of them made up front
-    /// would stream 800 KB through the 1 MiB L2 the table competes for. The host address is not
-    /// dereferenced: that would time page faults, not the table.
+    /// orders alike. Random addresses pick a mapping at random, the worst case for caches and for
+    /// branch prediction; sequential ones walk the mappings in order. A size of 0 is QEMU's map,
+    /// translated at addresses spread over guest RAM as a guest's buffers are.
+    /// Addresses are computed in the loop (xorshift): a list of them made up front would stream
+    /// through the cache the table competes for. The host address is not dereferenced: that would
+    /// time page faults, not the table.
     func translateRates(_ spaces: [DMASpace], sizes: [Int]) -> (random: [Double], sequential: [Double]) {
         let lookups = 100_000
         var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: spaces.count), count: 2)
@@ -153,9 +170,14 @@ struct DMABenchmark: ParsableCommand {
                             random ^= random >> 7
                             random ^= random << 17
                             // A multiply and a shift, not a division: the harness's own cost stays small.
-                            let slot = sequential ? next : ((random >> 32) &* size) >> 32
-                            next = next + 1 == size ? 0 : next + 1
-                            let address = Self.base + slot * 8192 + 64
+                            let address: UInt64
+                            if size == 0 { // QEMU's map: a buffer anywhere in guest RAM, whatever the order
+                                address = random >> 36
+                            } else {
+                                let slot = sequential ? next : ((random >> 32) &* size) >> 32
+                                next = next + 1 == size ? 0 : next + 1
+                                address = Self.base + slot * 8192 + 64
+                            }
                             sink &+= (try? space.withPinned(address, length: 64, access: .read) { Int(bitPattern: $0.baseAddress) }) ?? 0
                         }
                     }
@@ -167,8 +189,8 @@ struct DMABenchmark: ParsableCommand {
         return (rates[0].map(median), rates[1].map(median))
     }
 
-    /// Nanoseconds per load when each load's address comes from the previous one (a random cycle
-    /// through the buffer's cache lines): the latency a lookup pays for each record it misses.
+    /// The time of one load whose address comes from the load before, over a buffer of random
+    /// cache lines: the latency a lookup pays for each line of its table that is not cached.
     func dependentLoadNanoseconds(bufferBytes: Int) -> Double {
         let lines = max(bufferBytes / 64, 2)
         let buffer = UnsafeMutablePointer<Int>.allocate(capacity: lines * 8)
@@ -188,7 +210,7 @@ struct DMABenchmark: ParsableCommand {
         return median(samples)
     }
 
-    /// Messages per second for steady map+unmap cycles with `size` mappings in the server's table.
+    /// Messages per second for steady map+unmap cycles with `size` mappings in the peer's table.
     func measureOverSocket(_ path: String, size: Int, memory: BenchMemory) throws -> Double {
         let client = try VfioUserClient(path: path)
         try client.negotiate()

@@ -1,4 +1,5 @@
 import CLinux
+import Support
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -84,22 +85,12 @@ func pinToCPU(_ cpu: Int) {
     _ = clinux_pin_to_cpu(CInt(cpu))
 }
 
-/// The reference client, compiled from its C source when given one.
-func vfuBenchBinary(_ path: String) throws -> String {
-    guard path.hasSuffix(".c") else { return path }
-    let binary = "/tmp/vfu-bench-\(getpid())"
-    _ = try runCommand(["gcc", "-O2", "-o", binary, path])
-    return binary
-}
-
-/// `key=value` fields of a vfu-bench output line.
-func fields(_ line: String) -> [String: Double] {
-    var result: [String: Double] = [:]
-    for part in line.split(separator: " ") {
-        let pair = part.split(separator: "=", maxSplits: 1)
-        if pair.count == 2, let value = Double(pair[1].trimmingWhitespace) { result[String(pair[0])] = value }
-    }
-    return result
+/// An executable built with this one, in the same directory.
+func siblingExecutable(_ name: String) -> String {
+    var path = [CChar](repeating: 0, count: 4096)
+    let length = readlink("/proc/self/exe", &path, path.count - 1)
+    let me = String(decoding: path.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(me[..<(me.lastIndex(of: "/") ?? me.startIndex)]) + "/" + name
 }
 
 func formatRate(_ rate: Double) -> String {

@@ -1,10 +1,11 @@
 import ArgumentParser
 import MttyDevice
 import RegionEmulation
+import Support
 import VfioUserProto
 import VfioUserServer
 import VirtioNetDevice
-import VirtioNetTestDriver
+import VirtioDriver
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,26 +2,27 @@ import ArgumentParser
 import CAllocationCounter
 import MttyDevice
 import RegionEmulation
+import Support
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Message round trips, posted writes and REGION_WRITE_MULTI: the server process beside the
-/// vfu-bench echo peer, both pinned to one CPU with the client; then the server's allocations per
-/// message, counted with the server in this process.
+/// Message round trips, posted writes and REGION_WRITE_MULTI: the server process beside the echo
+/// peer, both pinned to one CPU with the client; then the server's allocations per message,
+/// counted with the server in this process.
 struct MessagesBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "messages",
         abstract: "Round-trip latency percentiles, posted-write and REGION_WRITE_MULTI throughput, allocations per message.",
         discussion: """
-        The server serves an mtty-2 as its own process; the echo peer is vfu-bench echo, the \
+        The server serves an mtty-2 as its own process; the echo peer (vfio-user-echo) is the \
         socket's limit. Our client (prebuilt messages, one write per send) measures both in interleaved \
         rounds, so a slow moment of the machine hits both alike; a ratio is the median of each \
         round's ratio to the echo round just before it. Accesses go to the UART's scratch \
         register (BAR0 offset 7). Posted writes are sent 64 to a system call, as a busy guest's \
-        exits pile up; vfu-bench's own rtt and posted figures (one message per system call) follow.
+        exits pile up; both the server and the echo peer read as many as a system call brings.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -42,12 +43,11 @@ struct MessagesBenchmark: ParsableCommand {
 
     func run() throws {
         pinToCPU(common.cpu) // processes and threads started from here inherit it
-        let vfuBench = try vfuBenchBinary(common.vfuBench)
         let directory = scratchDirectory()
         defer { rmdir(directory) }
         let echoPath = directory + "/echo.sock"
         let serverPath = directory + "/server.sock"
-        let echo = try BackgroundProcess([vfuBench, "echo", echoPath])
+        let echo = try BackgroundProcess([common.echo, echoPath])
         let server = try BackgroundProcess([common.server, "--type", "mtty-2", "--socket-path", serverPath, "--no-control"])
         defer {
             echo.stop()
@@ -58,7 +58,7 @@ struct MessagesBenchmark: ParsableCommand {
         try waitForSocket(serverPath)
         var recorder = ResultRecorder(path: common.results)
 
-        print("Messages: an mtty-2 (\(common.server)) beside vfu-bench echo, both processes, our client; all on CPU \(common.cpu)")
+        print("Messages: an mtty-2 (\(common.server)) beside the echo peer, both processes, our client; all on CPU \(common.cpu)")
         print("")
         try {
             let echoClient = try RawClient(path: echoPath, writeMultiple: false)
@@ -129,25 +129,6 @@ struct MessagesBenchmark: ParsableCommand {
               + "  (our client alone, against the echo peer: \(String(format2: allocations.clientAlone)))")
         for entry in allocations.entries { recorder.record("allocations_\(entry.name.replacing(" ", with: "_"))", entry.perMessage) }
 
-        print("")
-        print("vfu-bench (the independent C client, one message per system call), 7 interleaved runs, medians")
-        var runs: [String: [Double]] = [:]
-        for _ in 0..<7 {
-            for (label, path) in [("echo", echoPath), ("server", serverPath)] {
-                runs["rtt_\(label)", default: []].append(fields(try runCommand([vfuBench, "rtt", path, "0", "7", "20000"]))["ops_per_sec"] ?? 0)
-                runs["posted_\(label)", default: []].append(fields(try runCommand([vfuBench, "posted", path, "0", "7", "100000"]))["ops_per_sec"] ?? 0)
-            }
-        }
-        for kind in ["rtt", "posted"] {
-            let echo = runs["\(kind)_echo"]!
-            let server = runs["\(kind)_server"]!
-            let ratio = pairedRatio(server, to: echo)
-            print("  " + pad(kind, 7) + "echo peer " + pad(formatRate(median(echo)), 11) + "server " + pad(formatRate(median(server)), 11)
-                  + (kind == "rtt" ? percent(ratio) : String(format1: ratio) + "x echo"))
-            recorder.record("vfubench_\(kind)_echo", median(echo))
-            recorder.record("vfubench_\(kind)_server", median(server))
-            recorder.record("vfubench_\(kind)_ratio", ratio)
-        }
         try recorder.save()
     }
 
@@ -173,13 +154,19 @@ struct MessagesBenchmark: ParsableCommand {
         let echoClient = try RawClient(path: directory + "/echo.sock", writeMultiple: false)
         var entries: [(String, Double)] = []
         var samples = LatencySamples(capacity: operations)
-        for command in [Command.regionRead, .regionWrite] {
-            var message = RawClient.access(command, region: .bar0, offset: 7)
+        // BAR accesses, then config space: the status register (patched from the interrupt engine)
+        // and the command register (whose write reaches the interrupt engine).
+        let kinds: [(String, Command, RegionIndex, UInt64)] = [
+            ("REGION_READ", .regionRead, .bar0, 7), ("REGION_WRITE", .regionWrite, .bar0, 7),
+            ("config read", .regionRead, .config, 6), ("config write", .regionWrite, .config, 4),
+        ]
+        for (name, command, region, offset) in kinds {
+            var message = RawClient.access(command, region: region, offset: offset)
             _ = try timeRoundTrips(client, &message, into: &samples) // warm up: first-use allocations
             samples = LatencySamples(capacity: operations)
             let before = allocation_count()
             _ = try timeRoundTrips(client, &message, into: &samples)
-            entries.append((command == .regionRead ? "REGION_READ" : "REGION_WRITE", Double(allocation_count() - before) / Double(operations)))
+            entries.append((name, Double(allocation_count() - before) / Double(operations)))
             samples = LatencySamples(capacity: operations)
         }
         var before = allocation_count()

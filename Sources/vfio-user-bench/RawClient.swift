@@ -1,3 +1,4 @@
+import Support
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc

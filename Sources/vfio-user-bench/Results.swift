@@ -1,4 +1,4 @@
-import TestSupport
+import Support
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
 import ArgumentParser
-import TestSupport
+import Support
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
@@ -13,7 +13,7 @@ struct StartupBenchmark: ParsableCommand {
         abstract: "Time from start to listening, resident memory of one idle mtty and of each extra instance.",
         discussion: """
         The server is started --starts times; the time is from posix_spawn until a connect to its \
-        socket succeeds (polled every 100 µs), beside vfu-bench echo started the same way. Memory is \
+        socket succeeds (polled every 100 µs), beside the echo peer started the same way. Memory is \
         VmRSS of the server process with one idle mtty-2, then after --instances more mtty-1 \
         instances made through the control socket, none attached.
         """)
@@ -28,7 +28,6 @@ struct StartupBenchmark: ParsableCommand {
 
     func run() throws {
         pinToCPU(common.cpu)
-        let vfuBench = try vfuBenchBinary(common.vfuBench)
         let directory = scratchDirectory()
         defer { rmdir(directory) }
         var recorder = ResultRecorder(path: common.results)
@@ -41,12 +40,12 @@ struct StartupBenchmark: ParsableCommand {
                 try BackgroundProcess([common.server, "--type", "mtty-2", "--socket-path", serverPath, "--no-control"])
             })
             let echoPath = directory + "/echo-\(i).sock"
-            echoTimes.append(try timeToListen(path: echoPath) { try BackgroundProcess([vfuBench, "echo", echoPath]) })
+            echoTimes.append(try timeToListen(path: echoPath) { try BackgroundProcess([common.echo, echoPath]) })
             unlink(echoPath)
         }
         let server = median(serverTimes)
         let echo = median(echoTimes)
-        print("Start to listening (median of \(starts)): server \(String(format2: server)) ms, vfu-bench echo \(String(format2: echo)) ms")
+        print("Start to listening (median of \(starts)): server \(String(format2: server)) ms, the echo peer \(String(format2: echo)) ms")
         recorder.record("startup_server_ms", server)
         recorder.record("startup_echo_ms", echo)
 
@@ -66,12 +65,12 @@ struct StartupBenchmark: ParsableCommand {
         let many = residentKiB(process.pid)
         let perInstance = Double(many - one) / Double(instances)
         let echoPath = directory + "/echo.sock"
-        let echoProcess = try BackgroundProcess([vfuBench, "echo", echoPath])
+        let echoProcess = try BackgroundProcess([common.echo, echoPath])
         try waitForSocket(echoPath)
         let echoResident = residentKiB(echoProcess.pid)
         echoProcess.stop()
         unlink(echoPath)
-        print("Resident memory: one idle mtty-2 \(String(format2: Double(one) / 1024)) MiB (vfu-bench echo \(String(format2: Double(echoResident) / 1024)) MiB); "
+        print("Resident memory: one idle mtty-2 \(String(format2: Double(one) / 1024)) MiB (the echo peer \(String(format2: Double(echoResident) / 1024)) MiB); "
               + "each extra idle instance \(String(format2: perInstance)) KiB (\(instances) mtty-1 made over the control socket)")
         recorder.record("memory_one_mib", Double(one) / 1024)
         recorder.record("memory_per_instance_kib", perInstance)

@@ -1,7 +1,8 @@
 import ArgumentParser
+import Support
 import VfioUserProto
 import VirtioNetDevice
-import VirtioNetTestDriver
+import VirtioDriver
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,7 +36,7 @@ struct VirtioBenchmark: ParsableCommand {
 
     func run() throws {
         print("virtio-net benchmark: device datapath on CPU \(common.cpu), driver on CPU \(driverCPU), \(queueSize)-entry rings, memfd guest memory")
-        print("  direction  frame  packets/s    Gbit/s   kicks/packet  messages/packet")
+        print("  direction  frame  packets/s    copied   kicks/packet  messages/packet")
         let directory = scratchDirectory()
         defer { rmdir(directory) }
         var recorder = ResultRecorder(path: common.results)
@@ -44,12 +45,14 @@ struct VirtioBenchmark: ParsableCommand {
             for direction in ["tx", "rx"] {
                 let result = try measure(direction: direction, frameSize: size, directory: directory)
                 recorder.record("virtio_\(direction)_\(size)_pps", result.packetsPerSecond)
-                let gbits = result.packetsPerSecond * Double(size) * 8 / 1e9
+                let copied = String(format1: result.packetsPerSecond * Double(size) / 1e9) + " GB/s"
                 print("  " + pad(direction.uppercased(), 9) + "  " + pad(String(size), 5) + "  " + pad(formatRate(result.packetsPerSecond), 11)
-                      + "  " + pad(String(format1: gbits), 7) + "  " + pad(String(format5: result.kicksPerPacket), 12)
+                      + "  " + pad(copied, 7) + "  " + pad(String(format5: result.kicksPerPacket), 12)
                       + "  " + String(format5: result.messagesPerPacket))
             }
         }
+        print("The sink and the source only count frames: these are the datapath's rates (rings, descriptors and")
+        print("the copy between guest memory and the backend), a memory-copy rate for large frames, not a NIC's.")
     }
 
     struct Result {

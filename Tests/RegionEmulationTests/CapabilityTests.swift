@@ -1,6 +1,7 @@
 import RegionEmulation
-import Testing
+import Support
 import TestSupport
+import Testing
 import VfioUserProto
 
 /// The capabilities of the conformance tests' capability device, built here directly.

@@ -1,5 +1,6 @@
-import Testing
+import Support
 import TestSupport
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,8 +1,9 @@
 import MttyDevice
 import RegionEmulation
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 import VirtioNetDevice

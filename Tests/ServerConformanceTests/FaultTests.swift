@@ -1,9 +1,10 @@
 import CLinux
 import MttyDevice
 import RegionEmulation
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)

@@ -1,6 +1,7 @@
+import Support
 import FuzzHarness
-import Testing
 import TestSupport
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif

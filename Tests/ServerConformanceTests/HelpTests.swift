@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 
 /// Every subcommand documents itself like a man page: an overview, a discussion, the options,
 /// laid out to read in an 80-column terminal (where ArgumentParser wraps longer lines blindly).

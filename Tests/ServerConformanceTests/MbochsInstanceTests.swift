@@ -1,8 +1,9 @@
+import Support
 import MbochsDevice
 import RegionEmulation
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)

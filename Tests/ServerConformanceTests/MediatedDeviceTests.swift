@@ -1,7 +1,8 @@
 import MttyDevice
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)

@@ -1,8 +1,9 @@
 import MttyDevice
 import RegionEmulation
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
@@ -38,6 +39,42 @@ struct MigrationTests {
         expectErrno(.inappropriateIOCTLForDevice) { try feature(client, argsz: 16, flags: 3 | Self.get) }
         expectErrno(.invalidArgument) { try feature(client, argsz: 16, flags: 1 | Self.get | 1 << 20) }
         #expect(try client.migrationState() == .running)
+    }
+
+    /// A model that implements only what `MigratableDevice` requires: one register to carry.
+    final class MinimalMigratable: MigratableDevice {
+        let function = try! PCIFunction(PCIFunctionDescription(
+            identity: PCIIdentity(vendorID: 0x1B36, deviceID: 0x10F1, subsystemVendorID: 0x1B36, subsystemID: 0,
+                                  revision: 0, classCode: 0xFF_00_00),
+            bars: [.memory(size: 0x1000)]))
+        let register = Locked(UInt8(0))
+        func readBAR(_ bar: Int, offset: UInt64, size: Int) -> UInt64 { UInt64(register.withLock { $0 }) }
+        func writeBAR(_ bar: Int, offset: UInt64, size: Int, value: UInt64) { register.withLock { $0 = UInt8(truncatingIfNeeded: value) } }
+        func reset(_ reason: ResetReason) { register.withLock { $0 = 0 } }
+        func migrationHeader() -> [UInt8] { [0x4D] }
+        func checkMigrationHeader(_ header: [UInt8]) throws(MigrationError) {
+            guard header == [0x4D] else { throw .invalidStream("not ours") }
+        }
+        func saveMigrationState() throws(MigrationError) -> [UInt8] { [register.withLock { $0 }] }
+        func loadMigrationState(_ state: [UInt8]) throws(MigrationError) {
+            guard state.count == 1 else { throw .invalidStream("one byte") }
+            register.withLock { $0 = state[0] }
+        }
+    }
+
+    /// P2P and PRE_COPY are offered only by a model that says so: one that declares nothing offers
+    /// STOP_COPY (VFIO_MIGRATION_STOP_COPY = 1) and refuses the states of the other arcs.
+    @Test func aModelThatDeclaresNoArcsOffersStopCopyOnly() throws {
+        let server = try TestServer(model: MinimalMigratable())
+        let client = try server.attach()
+        #expect(try feature(client, argsz: 16, flags: 1 | Self.get) == le(UInt32(16)) + le(1 | Self.get) + le(UInt64(1)))
+        expectErrno(.invalidArgument) { try client.setMigrationState(.runningP2P) }
+        expectErrno(.invalidArgument) { try client.setMigrationState(.preCopy) }
+        #expect(try client.migrationState() == .running)
+        try client.write(.bar0, offset: 0, data: [0x5C])
+        try client.setMigrationState(.stop)
+        try client.setMigrationState(.stopCopy)
+        #expect(try client.migrationDataRead(size: 4096).isEmpty == false)
     }
 
     @Test func aDeviceModelThatCannotMigrateAnswersENOTTY() throws {

@@ -1,10 +1,11 @@
 import MttyDevice
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VirtioNetDevice
-import VirtioNetTestDriver
+import VirtioDriver
 #if canImport(Glibc)
 import Glibc
 #endif

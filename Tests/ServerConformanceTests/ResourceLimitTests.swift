@@ -1,6 +1,7 @@
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)

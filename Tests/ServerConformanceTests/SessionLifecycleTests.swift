@@ -1,8 +1,9 @@
 import MttyDevice
 import RegionEmulation
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)
@@ -40,8 +41,8 @@ struct SessionLifecycleTests {
         #expect(server.endpoint.clientsRefused == 1)
     }
 
-    /// A client that closes and connects again at once (as `vfu-bench cycles` does, or QEMU after a
-    /// failed attach) arrives before its old session has read the hang-up: it waits for that
+    /// A client that closes and connects again at once (as QEMU does after a failed attach)
+    /// arrives before its old session has read the hang-up: it waits for that
     /// session to end and is served, not refused. Half the old sessions end on a message cut short.
     @Test func aClientThatReconnectsAtOnceIsServedNotRefused() throws {
         let server = try TestServer()

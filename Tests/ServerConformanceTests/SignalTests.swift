@@ -1,5 +1,6 @@
-import Testing
+import Support
 import TestSupport
+import Testing
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc

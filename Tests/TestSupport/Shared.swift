@@ -1,4 +1,4 @@
-import Locking
+import Support
 
 /// A value several test threads read and write.
 public final class Shared<Value: Sendable>: Sendable {

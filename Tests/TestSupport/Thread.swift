@@ -1,3 +1,4 @@
+import Support
 import VfioUserProto
 
 /// A joinable thread for tests.

@@ -1,10 +1,10 @@
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 
 @Suite("Capabilities JSON")
 struct CapabilitiesTests {
-    /// What QEMU 10.1+ sends (fact sheet §3.3), byte for byte.
+    /// What QEMU 10.1+ sends (hw/vfio-user/proxy.c), byte for byte.
     static let qemuJSON = #"{"capabilities": {"migration": {"pgsize": 4096, "max_bitmap_size": 268435456}, "max_msg_fds": 16, "max_data_xfer_size": 1048576, "pgsizes": 4096, "max_dma_maps": 65535, "write_multiple": true}}"#
 
     @Test func parsesQEMUsProposal() throws {
@@ -50,7 +50,7 @@ struct CapabilitiesTests {
     }
 
     @Test func serverReplyFitsQEMUsBuffer() throws {
-        // QEMU receives the VERSION reply into its 214-byte request buffer (fact sheet §3.3).
+        // QEMU receives the VERSION reply into its 214-byte request buffer (hw/vfio-user/proxy.c).
         let caps = VersionCapabilities(maxMessageFDs: 16, maxDataTransferSize: 1 << 20, pageSizes: 4096, maxDMAMaps: 65535,
                                        migration: .init(pageSize: 4096), writeMultiple: true)
         let reply = VersionPayload(major: 0, minor: 0, json: caps.json)

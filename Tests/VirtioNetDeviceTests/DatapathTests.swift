@@ -1,9 +1,9 @@
 import RegionEmulation
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VirtioNetDevice
-import VirtioNetTestDriver
+import VirtioDriver
 
 @Suite("virtio-net datapath")
 struct DatapathTests {

@@ -1,10 +1,10 @@
 import RegionEmulation
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VirtioNetDevice
-import VirtioNetTestDriver
+import VirtioDriver
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,4 @@
-import Locking
+import Support
 import SystemPackage
 import VfioUserProto
 import VirtioNetDevice

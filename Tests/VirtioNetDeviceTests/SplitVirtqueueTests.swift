@@ -1,9 +1,9 @@
 import RegionEmulation
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VirtioNetDevice
-@testable import VirtioNetTestDriver
+@testable import VirtioDriver
 
 /// A driver-side queue and the device-side engine over the same memfd, through a DMA space.
 final class QueueBed {

@@ -1,9 +1,10 @@
 import RegionEmulation
-import Testing
+import Support
 import TestSupport
+import Testing
 import VfioUserProto
 import VirtioNetDevice
-import VirtioNetTestDriver
+import VirtioDriver
 
 @Suite("virtio-pci transport")
 struct TransportTests {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (once) a Debian trixie tree holding QEMU >= 10.1.1 from trixie-backports and the guest kernel,
-# as ../shared/docs/qemu-e2e.md describes: the host is bookworm, whose own QEMU has no vfio-user-pci.
+# because the host is bookworm, whose own QEMU has no vfio-user-pci.
 # Usage: qemu-root.sh [DIR]   (default: $VFIO_USER_E2E_ROOT or /var/cache/vfio-user-swift/trixie)
 # Prints the directory on success. Safe to run again: a finished tree is reused.
 set -euo pipefail

@@ -6,21 +6,16 @@
 //
 // BAR0 (4 KiB of memory): 0x0 COUNT (read/write), 0x4 STEP (read/write), 0x8 DOORBELL (a write
 // adds STEP to COUNT and raises INTx). The model sees register accesses only; config space,
-// interrupts, DMA and the protocol are the library's.
-import RegionEmulation
-import Synchronization
-import VfioUserProto
-import VfioUserServer
-#if canImport(Glibc)
+// interrupts, DMA and the protocol are the library's. examples/README.md walks through it.
 import Glibc
-#endif
+import VfioUser
 
 final class CounterDevice: DeviceModel {
     let function = try! PCIFunction(PCIFunctionDescription(
         identity: PCIIdentity(vendorID: 0x1B36, deviceID: 0x10F0, subsystemVendorID: 0x1B36, subsystemID: 0x10F0,
                               revision: 1, classCode: 0xFF_00_00), // pick IDs of your own
         bars: [.memory(size: 0x1000)]))
-    private let registers = Mutex((count: UInt32(0), step: UInt32(1)))
+    private let registers = Locked((count: UInt32(0), step: UInt32(1)))
 
     func readBAR(_ bar: Int, offset: UInt64, size: Int) -> UInt64 {
         registers.withLock { offset == 0 ? UInt64($0.count) : offset == 4 ? UInt64($0.step) : 0 }
@@ -45,19 +40,8 @@ final class CounterDevice: DeviceModel {
 }
 
 let path = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "/tmp/counter.sock"
-var signals = sigset_t()
-sigemptyset(&signals)
-[SIGINT, SIGTERM].forEach { sigaddset(&signals, $0) }
-pthread_sigmask(SIG_BLOCK, &signals, nil) // before any thread starts: they inherit the mask
 do {
-    let endpoint = try DeviceEndpoint(path: path, device: EmulatedDevice(model: CounterDevice()),
-                                      configuration: ServerConfiguration(), name: "counter")
-    try endpoint.start()
-    print(#"counter device on \#(path): -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"\#(path)"}}'"#)
-    fflush(nil)
-    var signal: CInt = 0
-    sigwait(&signals, &signal) // Ctrl-C or SIGTERM
-    endpoint.stop() // closes the session and removes the socket
+    try serveDevice(CounterDevice(), at: path) // until Ctrl-C or SIGTERM
 } catch {
     print("cannot serve on \(path): \(error)")
     exit(1)

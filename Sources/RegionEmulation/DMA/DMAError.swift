@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 import VfioUserProto
 
@@ -31,6 +32,7 @@ public enum DMAError: ErrnoConvertible, Equatable, CustomStringConvertible {
     /// EFAULT. What the access read is not to be trusted; the mapping stays refused until unmapped.
     case memoryGone(UInt64)
 
+    /// The errno the reply to the client carries.
     public var errno: Errno {
         switch self {
         case .invalid: .invalidArgument

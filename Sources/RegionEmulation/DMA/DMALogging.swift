@@ -47,6 +47,7 @@ extension DMASpace {
         lock.withLock { logging = nil }
     }
 
+    /// Whether dirty logging is on.
     public var isLogging: Bool { lock.withLock { logging != nil } }
 
     /// DMA_LOGGING_REPORT: the dirty bitmap of `[iova, iova + length)` at `pageSize`, one bit per

@@ -30,11 +30,10 @@ final class MappedMemory: @unchecked Sendable { // Immutable after init; munmap 
     }
 }
 
-/// A mapping as the table's lookups see it, in 8 bytes: with the keys, the part of the table a
-/// lookup reads. At 65,535 mappings that is 1 MiB (the 16-byte entries before made it 1.5 MiB, the
-/// 40-byte records before those 3.0 MiB, and a memory miss of nearly every lookup). The
-/// `DMAMapping` itself is the table's payload, read by pins, dirty marking and unmaps, and by a
-/// lookup only for a mapping too odd to fit here. Guarded by the space's lock.
+/// A mapping as the table's lookups see it, in 8 bytes, so that at 65,535 mappings the keys and
+/// these entries (1 MiB together) stay in cache where whole records would not. The `DMAMapping`
+/// itself is the table's payload, read by pins, dirty marking and unmaps, and by a lookup only for
+/// a mapping too odd to fit here. Guarded by the space's lock.
 ///
 /// Bits: `removing` at 63, the map flags at 60-62, `escaped` at 59. A compact entry (a page-aligned
 /// host address below 2^47, a size that is a whole number of pages up to 64 GiB: every mapping QEMU
@@ -94,8 +93,11 @@ struct DMATableEntry {
 /// One DMA_MAP: an IOVA range, what the device may do with it, and how to reach it.
 /// Mutable fields are guarded by the owning `DMASpace`'s lock.
 public final class DMAMapping: @unchecked Sendable { // See above: `pins` under DMASpace.lock, `dirty` atomic.
+    /// The first client address mapped.
     public let iova: UInt64
+    /// Bytes mapped.
     public let size: UInt64
+    /// What the device may do: READ, WRITE.
     public let flags: DMAMapFlags
     /// The mmap of the client's fd; nil for a message-mode (fd-less) mapping.
     let memory: MappedMemory?
@@ -152,6 +154,7 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
 
     /// The last address mapped (a mapping may reach 2^64, so its end may not fit in 64 bits).
     public var last: UInt64 { iova + (size - 1) }
+    /// No fd came with the map: the device reaches it with DMA_READ and DMA_WRITE messages.
     public var isMessageMode: Bool { memory == nil }
     /// The client's file shrank under this mapping: it is not to be used any more.
     var isFaulted: Bool { memory?.faulted ?? false }
@@ -200,9 +203,14 @@ public final class DMAMapping: @unchecked Sendable { // See above: `pins` under 
 
 /// What the outside sees of a mapping.
 public struct DMAMappingInfo: Sendable, Equatable {
+    /// The first client address mapped.
     public var iova: UInt64
+    /// Bytes mapped.
     public var size: UInt64
+    /// READ and WRITE as the client mapped it.
     public var flags: DMAMapFlags
+    /// Whether an fd came with it (mmap-backed) or not (message mode).
     public var hasFileDescriptor: Bool
+    /// Pins the device holds on it now; an unmap waits for them.
     public var pins: Int
 }

@@ -11,6 +11,7 @@ import VfioUserProto
 /// Message-mode mappings are never cached: `host` returns nil for them and the caller copies with
 /// DMA messages instead.
 public final class DMATranslationCache: @unchecked Sendable { // Used by its owner thread only, except the atomic flag.
+    /// The space translated from.
     public let dma: DMASpace
     /// What a lookup needs, as plain values (no reference counting on the hot path).
     @usableFromInline
@@ -36,6 +37,7 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
     private var nextVictim = 0
     private let releaseRequested = Atomic<Bool>(false)
 
+    /// An empty cache over `dma`; its owner thread is the only one that uses it.
     public init(dma: DMASpace) {
         self.dma = dma
         slots = .allocate(capacity: Self.capacity)
@@ -86,6 +88,7 @@ public final class DMATranslationCache: @unchecked Sendable { // Used by its own
         releaseAll()
     }
 
+    /// Drops every cached translation and its pin (the device is stopping or an unmap asked).
     public func releaseAll() {
         for i in 0..<Self.capacity {
             slots[i] = .empty

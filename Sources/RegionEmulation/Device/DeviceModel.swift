@@ -1,3 +1,4 @@
+import Support
 import VfioUserProto
 
 /// Why a device is being reset.
@@ -23,6 +24,7 @@ public protocol DeviceModel: AnyObject, Sendable {
     /// A register read of `size` bytes (1, 2, 4 or 8, naturally aligned, at most the BAR's
     /// `maxAccessSize`), little-endian in the low bytes of the result.
     func readBAR(_ bar: Int, offset: UInt64, size: Int) -> UInt64
+    /// A register write of `size` bytes, the value in the low bytes, under the same rules as reads.
     func writeBAR(_ bar: Int, offset: UInt64, size: Int, value: UInt64)
 
     /// Back to power-on state (config space and interrupts are reset by the caller).
@@ -46,20 +48,29 @@ public protocol DeviceModel: AnyObject, Sendable {
 }
 
 extension DeviceModel {
+    /// Models that do no DMA ignore it.
     public func attach(dma: DMASpace) {}
+    /// Every BAR trapped.
     public func mmapBacking(bar: Int) -> RegionMmap? { nil }
+    /// Nothing to do.
     public func configWritten(offset: Int, size: Int) {}
+    /// Config space as the function holds it.
     public func patchConfigRead(offset: Int, into buffer: UnsafeMutableRawBufferPointer) {}
+    /// No threads to stop.
     public func shutdown() {}
 }
 
 /// How a region is exposed for mmap: the fd the client maps, the region's offset in it, and the
 /// areas (relative to that offset) it may map; accesses elsewhere in the region stay trapped.
 public struct RegionMmap: Sendable {
+    /// The file the client maps (a memfd), sent with the GET_REGION_INFO reply.
     public let fd: OwnedFileDescriptor
+    /// The region's offset in `fd`.
     public let offset: UInt64
+    /// The parts of the region the client may map, relative to `offset`.
     public let areas: [SparseMmapArea]
 
+    /// A mappable region backed by `fd`.
     public init(fd: OwnedFileDescriptor, offset: UInt64 = 0, areas: [SparseMmapArea]) {
         self.fd = fd
         self.offset = offset
@@ -69,9 +80,13 @@ public struct RegionMmap: Sendable {
 
 /// A region as GET_REGION_INFO describes it.
 public struct RegionDescriptor: Sendable {
+    /// Which region.
     public var index: RegionIndex
+    /// Its size in bytes; 0 for a region the device does not have.
     public var size: UInt64
+    /// READ, WRITE, MMAP.
     public var flags: RegionInfoFlags
+    /// How the client maps it, if it may.
     public var mmap: RegionMmap?
 
     /// The reply struct and capability chain (sparse areas for a mappable region, MSI-X mappable for

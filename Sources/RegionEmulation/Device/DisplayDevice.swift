@@ -12,10 +12,14 @@ public protocol DisplayDevice: DeviceModel {
 
 /// A screenful of pixels: `width` × `height`, three bytes each (red, green, blue), row by row.
 public struct Picture: Sendable, Equatable {
+    /// Pixels per row.
     public let width: Int
+    /// Rows.
     public let height: Int
+    /// `width` × `height` × 3 bytes.
     public let rgb: [UInt8]
 
+    /// A picture from its pixels; traps unless `rgb` holds three bytes per pixel.
     public init(width: Int, height: Int, rgb: [UInt8]) {
         precondition(rgb.count == width * height * 3, "three bytes per pixel")
         self.width = width
@@ -34,6 +38,7 @@ public struct Picture: Sendable, Equatable {
 public enum DisplayError: ErrnoConvertible, Equatable, CustomStringConvertible {
     case noPicture(String)
 
+    /// ENODATA, as the kernel's query of an mdev's plane when nothing is shown.
     public var errno: Errno { .noData }
 
     public var description: String {

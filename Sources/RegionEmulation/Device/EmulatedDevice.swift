@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 import VfioUserProto
 
@@ -7,7 +8,9 @@ import VfioUserProto
 /// The session calls one method per command and turns thrown errors into errno replies; nothing
 /// here knows about sockets or message ids.
 public final class EmulatedDevice: Sendable {
+    /// The model behind the device.
     public let model: DeviceModel
+    /// The client's DMA mappings, shared with the model.
     public let dma: DMASpace
     /// Present when the model can migrate.
     let migration: MigrationEngine?
@@ -15,6 +18,7 @@ public final class EmulatedDevice: Sendable {
     /// witness returning a retained reference) would cost a retain and release each time.
     public let function: PCIFunction
 
+    /// Wraps a model and gives it its DMA space; `maxDMAMappings` is what VERSION advertises.
     public init(model: DeviceModel, maxDMAMappings: Int = DMASpace.defaultMaxMappings) {
         self.model = model
         function = model.function
@@ -30,6 +34,7 @@ public final class EmulatedDevice: Sendable {
         DeviceInfo(flags: [.pci, .reset], numRegions: RegionIndex.pciRegionCount, numIRQs: IRQIndex.count)
     }
 
+    /// GET_REGION_INFO: the region's size, flags and, for a mappable BAR, its fd and areas.
     public func region(_ index: RegionIndex) throws(RegionError) -> RegionDescriptor {
         guard index.rawValue < RegionIndex.pciRegionCount else { throw .noSuchRegion(index.rawValue) }
         if index == .config {
@@ -43,6 +48,7 @@ public final class EmulatedDevice: Sendable {
                                 flags: mmap == nil ? [.read, .write] : [.read, .write, .mmap], mmap: mmap)
     }
 
+    /// GET_IRQ_INFO: the index's vector count and flags.
     public func irqInfo(_ index: IRQIndex) throws(RegionError) -> IRQInfo {
         guard let info = function.interrupts.info(index) else { throw .noSuchIRQ(index.rawValue) }
         return IRQInfo(flags: info.flags, index: index, count: UInt32(info.count))
@@ -50,6 +56,7 @@ public final class EmulatedDevice: Sendable {
 
     // MARK: DEVICE_SET_IRQS
 
+    /// SET_IRQS: eventfds, masks and triggers for an index, then config space's enable bits.
     public func setIRQs(_ request: SetIRQs, fds: [OwnedFileDescriptor]) throws(InterruptError) {
         try function.interrupts.apply(request, fds: fds)
         if request.index == .msi || request.index == .msix { function.syncEnableBits() }
@@ -57,6 +64,7 @@ public final class EmulatedDevice: Sendable {
 
     // MARK: REGION_READ / REGION_WRITE
 
+    /// REGION_READ: config space or a BAR, split into accesses the model's registers take.
     public func read(_ index: RegionIndex, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(RegionError) {
         let (bar, definition) = try checkedAccess(index, offset: offset, count: buffer.count, write: false)
         guard let bar, let definition else {
@@ -75,6 +83,7 @@ public final class EmulatedDevice: Sendable {
         }
     }
 
+    /// REGION_WRITE: config space or a BAR, split the same way.
     public func write(_ index: RegionIndex, offset: UInt64, data: UnsafeRawBufferPointer) throws(RegionError) {
         let (bar, definition) = try checkedAccess(index, offset: offset, count: data.count, write: true)
         guard let bar, let definition else {
@@ -125,6 +134,7 @@ public final class EmulatedDevice: Sendable {
 
     // MARK: DEVICE_RESET and disconnection
 
+    /// DEVICE_RESET, a lost client or FLR: the model, config space and interrupts back to power-on.
     public func reset(_ reason: ResetReason) {
         migration?.reset() // VFIO_DEVICE_RESET returns the migration state to RUNNING
         function.reset(lostConnection: reason == .lostConnection)

@@ -1,4 +1,4 @@
-import Locking
+import Support
 import Synchronization
 import SystemPackage
 import VfioUserProto
@@ -16,8 +16,11 @@ import VfioUserProto
 public final class InterruptEngine: Sendable {
     /// Per-index size and flags, as GET_IRQ_INFO reports them.
     public struct IndexInfo: Sendable, Equatable {
+        /// Vectors the index has (0 when the device lacks it).
         public var count: Int
+        /// EVENTFD, MASKABLE, AUTOMASKED, NORESIZE.
         public var flags: IRQInfoFlags
+        /// An index of `count` vectors.
         public init(count: Int, flags: IRQInfoFlags) {
             self.count = count
             self.flags = flags
@@ -63,12 +66,12 @@ public final class InterruptEngine: Sendable {
         var suspended = false
     }
 
-    private let state: Locked<State>
+    let state: Locked<State>
     /// `state.intxLevel`, readable without the lock: a model that sets its line low after every
     /// register access (mtty does) costs no lock while the line stays low. Written under the lock.
-    private let intxLine = Atomic<Bool>(false)
+    let intxLine = Atomic<Bool>(false)
 
-    public init(intx: Bool, msiVectors: Int, msiMaskable: Bool, msixVectors: Int) {
+    package init(intx: Bool, msiVectors: Int, msiMaskable: Bool, msixVectors: Int) {
         func index(_ count: Int, _ flags: IRQInfoFlags, enabled: Bool) -> IndexState {
             IndexState(info: IndexInfo(count: count, flags: count == 0 ? [] : flags),
                        vectors: Array(repeating: Vector(), count: count), enabled: enabled)
@@ -87,15 +90,18 @@ public final class InterruptEngine: Sendable {
 
     // MARK: Queries
 
+    /// The index's size and flags; nil past the five indexes.
     public func info(_ index: IRQIndex) -> IndexInfo? {
         guard index.rawValue < IRQIndex.count else { return nil }
         return state.withLock { $0.indexes[Int(index.rawValue)].info }
     }
 
+    /// Whether the driver enabled the index (MSI or MSI-X enable; INTx is enabled while it has a trigger).
     public func isEnabled(_ index: IRQIndex) -> Bool {
         state.withLock { $0.indexes[Int(index.rawValue)].enabled }
     }
 
+    /// Whether the client gave the vector an eventfd.
     public func hasTrigger(_ index: IRQIndex, vector: Int = 0) -> Bool {
         state.withLock { s in
             let i = Int(index.rawValue)
@@ -103,6 +109,7 @@ public final class InterruptEngine: Sendable {
         }
     }
 
+    /// Whether the vector is masked (per-vector mask; the function mask is separate).
     public func isMasked(_ index: IRQIndex, vector: Int) -> Bool {
         state.withLock { s in
             let i = Int(index.rawValue)
@@ -110,6 +117,7 @@ public final class InterruptEngine: Sendable {
         }
     }
 
+    /// Whether an interrupt waits on the vector for its obstacle to go away.
     public func isPending(_ index: IRQIndex, vector: Int) -> Bool {
         state.withLock { s in
             let i = Int(index.rawValue)
@@ -174,9 +182,10 @@ public final class InterruptEngine: Sendable {
         try? fd?.signalEventfd()
     }
 
+    /// Whether INTA# is asserted now (the status register's Interrupt Status bit).
     public var intxLevel: Bool { state.withLock { $0.intxLevel } }
 
-    private static func assertINTx(_ s: inout State, pulse: Bool) -> OwnedFileDescriptor? {
+    static func assertINTx(_ s: inout State, pulse: Bool) -> OwnedFileDescriptor? {
         let vector = s.indexes[0].vectors[0]
         guard let fd = vector.trigger, !vector.masked, !s.intxDisabled, !s.suspended else {
             s.indexes[0].setPending(0, true)
@@ -190,7 +199,7 @@ public final class InterruptEngine: Sendable {
         return fd
     }
 
-    private static func deliver(_ s: inout State, _ i: Int, _ n: Int) -> OwnedFileDescriptor? {
+    static func deliver(_ s: inout State, _ i: Int, _ n: Int) -> OwnedFileDescriptor? {
         guard s.indexes[i].enabled else { return nil }
         let vector = s.indexes[i].vectors[n]
         guard let fd = vector.trigger, !vector.masked, !s.indexes[i].functionMasked,
@@ -204,7 +213,7 @@ public final class InterruptEngine: Sendable {
     }
 
     /// After something unmasked: deliver whatever is pending and now deliverable.
-    private static func flushPending(_ s: inout State) -> [OwnedFileDescriptor] {
+    static func flushPending(_ s: inout State) -> [OwnedFileDescriptor] {
         var fds: [OwnedFileDescriptor] = []
         if !s.indexes[0].vectors.isEmpty, s.indexes[0].vectors[0].pending || s.intxLevel,
            s.indexes[0].vectors[0].trigger != nil, !s.indexes[0].vectors[0].masked, !s.intxDisabled, !s.suspended {
@@ -218,7 +227,7 @@ public final class InterruptEngine: Sendable {
         return fds
     }
 
-    private func applyAndFlush(_ body: (inout State) -> Void) {
+    func applyAndFlush(_ body: (inout State) -> Void) {
         let fds = state.withLock { s in
             body(&s)
             return Self.flushPending(&s)
@@ -228,7 +237,7 @@ public final class InterruptEngine: Sendable {
 
     // MARK: State driven by config space (PCIFunction)
 
-    public func setEnabled(_ index: IRQIndex, _ enabled: Bool) {
+    package func setEnabled(_ index: IRQIndex, _ enabled: Bool) {
         applyAndFlush { s in
             let i = Int(index.rawValue)
             s.indexes[i].enabled = enabled
@@ -238,11 +247,11 @@ public final class InterruptEngine: Sendable {
         }
     }
 
-    public func setFunctionMasked(_ index: IRQIndex, _ masked: Bool) {
+    package func setFunctionMasked(_ index: IRQIndex, _ masked: Bool) {
         applyAndFlush { $0.indexes[Int(index.rawValue)].functionMasked = masked }
     }
 
-    public func setMasked(_ index: IRQIndex, vector: Int, _ masked: Bool) {
+    package func setMasked(_ index: IRQIndex, vector: Int, _ masked: Bool) {
         applyAndFlush { s in
             let i = Int(index.rawValue)
             guard vector < s.indexes[i].vectors.count else { return }
@@ -252,7 +261,7 @@ public final class InterruptEngine: Sendable {
 
     /// Masks every vector of `index` that has no eventfd: the MSI-X power-on state (every vector
     /// masked), for vectors the client has not claimed.
-    public func maskUnassigned(_ index: IRQIndex) {
+    package func maskUnassigned(_ index: IRQIndex) {
         state.withLock { s in
             let i = Int(index.rawValue)
             for n in s.indexes[i].vectors.indices where s.indexes[i].vectors[n].trigger == nil {
@@ -262,15 +271,16 @@ public final class InterruptEngine: Sendable {
     }
 
     /// Migration's stopped states hold every device interrupt pending; resuming delivers them.
-    public func setSuspended(_ suspended: Bool) {
+    package func setSuspended(_ suspended: Bool) {
         applyAndFlush { $0.suspended = suspended }
     }
 
+    /// Whether migration holds interrupts back (the device is stopped).
     public var isSuspended: Bool { state.withLock { $0.suspended } }
 
     /// Sets the pending bit of each vector in `bits` (u64 words, as `pendingBits` returns them):
     /// pending interrupts carried over by a migration, delivered once deliverable.
-    public func restorePending(_ index: IRQIndex, bits: [UInt64]) {
+    package func restorePending(_ index: IRQIndex, bits: [UInt64]) {
         applyAndFlush { s in
             let i = Int(index.rawValue)
             for n in s.indexes[i].vectors.indices where n / 64 < bits.count && bits[n / 64] & (1 << UInt64(n % 64)) != 0 {
@@ -280,160 +290,7 @@ public final class InterruptEngine: Sendable {
     }
 
     /// Command register INTx Disable.
-    public func setINTxDisabled(_ disabled: Bool) {
+    package func setINTxDisabled(_ disabled: Bool) {
         applyAndFlush { $0.intxDisabled = disabled }
-    }
-
-    // MARK: SET_IRQS
-
-    /// Applies a SET_IRQS request (spec "VFIO_USER_DEVICE_SET_IRQS", kernel `vfio_pci_set_irqs_ioctl`
-    /// semantics, libvfio-user's validation). `fds` are the eventfds that came with the message.
-    /// Returns whether the MSI/MSI-X index changed from disabled to enabled or back, so that
-    /// `PCIFunction` can keep the config-space enable bit in step.
-    public func apply(_ request: SetIRQs, fds: [OwnedFileDescriptor]) throws(InterruptError) {
-        let flags = request.flags
-        guard flags.rawValue & ~0x3F == 0 else { throw .invalid("unknown SET_IRQS flags \(flags)") }
-        let dataType = flags.intersection(SetIRQsFlags.dataTypes)
-        let action = flags.intersection(SetIRQsFlags.actions)
-        guard dataType.rawValue.nonzeroBitCount == 1 else { throw .invalid("SET_IRQS needs exactly one DATA flag, got \(flags)") }
-        guard action.rawValue.nonzeroBitCount == 1 else { throw .invalid("SET_IRQS needs exactly one ACTION flag, got \(flags)") }
-        guard request.index.rawValue < IRQIndex.count else { throw .invalid("IRQ index \(request.index.rawValue) does not exist") }
-        guard Int(request.argsz) >= SetIRQs.fixedSize else { throw .invalid("SET_IRQS argsz \(request.argsz) is below 20") }
-        guard fds.isEmpty || dataType == .dataEventfd else { throw .invalid("SET_IRQS carries \(fds.count) fds without DATA_EVENTFD") }
-        guard dataType == .dataBool || request.data.isEmpty else {
-            throw .invalid("SET_IRQS with \(flags) carries \(request.data.count) data bytes")
-        }
-
-        let index = request.index
-        let i = Int(index.rawValue)
-        let size = state.withLock { $0.indexes[i].info.count }
-        let start = Int(request.start)
-        let count = Int(request.count)
-
-        if count == 0 {
-            // The only count-0 form: DATA_NONE|TRIGGER with start 0 disables the whole index.
-            guard dataType == .dataNone, action == .actionTrigger, start == 0 else {
-                throw .invalid("count 0 is only allowed with DATA_NONE|ACTION_TRIGGER and start 0")
-            }
-            disable(index)
-            return
-        }
-        guard size > 0 else { throw .invalid("IRQ index \(index) has no vectors on this device") }
-        guard start < size, count <= size - start else {
-            throw .invalid("vectors \(start)..<\(start + count) outside \(index)'s \(size)")
-        }
-        if index == .err || index == .req {
-            guard action == .actionTrigger else { throw .invalid("\(index) only accepts ACTION_TRIGGER") }
-        }
-        var selected = [Bool](repeating: true, count: count)
-        switch dataType {
-        case .dataBool:
-            // Exactly `count` booleans, as libvfio-user insists (too few and too many are both EINVAL).
-            guard request.data.count == count, Int(request.argsz) == SetIRQs.fixedSize + count else {
-                throw .invalid("DATA_BOOL needs exactly \(count) bytes (argsz \(SetIRQs.fixedSize + count)), got \(request.data.count)")
-            }
-            selected = request.data.map { $0 != 0 }
-        case .dataEventfd:
-            guard fds.isEmpty || fds.count == count else {
-                throw .invalid("DATA_EVENTFD with \(fds.count) fds for \(count) vectors")
-            }
-        default:
-            break
-        }
-
-        switch (action, dataType) {
-        case (.actionTrigger, .dataEventfd):
-            assign(index, start: start, fds: fds.isEmpty ? Array(repeating: nil, count: count) : fds.map { $0 })
-        case (.actionTrigger, _):
-            // DATA_NONE / DATA_BOOL: fire the selected vectors now (a loopback test of the path).
-            for (k, fire) in selected.enumerated() where fire { trigger(index, vector: start + k) }
-        case (.actionUnmask, .dataEventfd):
-            guard index == .intx else { throw .notImplemented("UNMASK with an eventfd on \(index)") }
-            try setINTxUnmaskEventfd(fds.first)
-        case (.actionMask, .dataEventfd):
-            throw .notImplemented("MASK with an eventfd")
-        case (.actionMask, _), (.actionUnmask, _):
-            let masked = action == .actionMask
-            applyAndFlush { s in
-                for (k, hit) in selected.enumerated() where hit { s.indexes[i].vectors[start + k].masked = masked }
-            }
-        default:
-            throw .invalid("unsupported SET_IRQS form \(flags)")
-        }
-    }
-
-    /// Assigns (or, with nil, unassigns) trigger eventfds. Assigning an MSI/MSI-X eventfd enables
-    /// the index and unmasks the vector, as the host kernel does when vfio-pci requests the IRQ;
-    /// a pending interrupt is delivered at once.
-    private func assign(_ index: IRQIndex, start: Int, fds: [OwnedFileDescriptor?]) {
-        applyAndFlush { s in
-            let i = Int(index.rawValue)
-            for (k, fd) in fds.enumerated() {
-                s.indexes[i].vectors[start + k].trigger = fd
-                if fd != nil && (index == .msi || index == .msix) { s.indexes[i].vectors[start + k].masked = false }
-            }
-            if index == .msi || index == .msix { s.indexes[i].enabled = true }
-            if index == .intx && fds.first! == nil { s.indexes[i].vectors[0].masked = false }
-        }
-    }
-
-    /// Disables an index: every eventfd closed, masks and pending bits cleared, MSI/MSI-X off.
-    public func disable(_ index: IRQIndex) {
-        var unmaskFD: OwnedFileDescriptor?
-        state.withLock { s in
-            let i = Int(index.rawValue)
-            for n in s.indexes[i].vectors.indices { s.indexes[i].vectors[n] = Vector() }
-            s.indexes[i].pendingCount = 0
-            if index == .msi || index == .msix {
-                s.indexes[i].enabled = false
-                s.indexes[i].functionMasked = false
-            }
-            if index == .intx {
-                unmaskFD = s.intxUnmaskEventfd
-                s.intxUnmaskEventfd = nil
-            }
-        }
-        if let unmaskFD { try? EventfdWatcher.shared().unwatch(unmaskFD) }
-    }
-
-    /// Assigns (nil: unassigns) INTx's unmask eventfd. Throws, leaving the old one in place, when
-    /// the watcher cannot take it (out of fds, threads or epoll watches).
-    private func setINTxUnmaskEventfd(_ fd: OwnedFileDescriptor?) throws(InterruptError) {
-        if let fd {
-            do throws(Errno) {
-                try EventfdWatcher.shared().watch(fd) { [weak self] in self?.setMasked(.intx, vector: 0, false) }
-            } catch {
-                throw .outOfResources(error, "cannot watch the INTx unmask eventfd")
-            }
-        }
-        let old = state.withLock { s in
-            let old = s.intxUnmaskEventfd
-            s.intxUnmaskEventfd = fd
-            return old
-        }
-        if let old, old !== fd { try? EventfdWatcher.shared().unwatch(old) }
-    }
-
-    /// Back to power-on: `closeEventfds` on a lost connection (the client is gone), otherwise
-    /// (DEVICE_RESET) the client's eventfds stay assigned and only the device-side state resets.
-    public func reset(closeEventfds: Bool) {
-        if closeEventfds {
-            for index in IRQIndex.all { disable(index) }
-        }
-        state.withLock { s in
-            s.intxLevel = false
-            intxLine.store(false, ordering: .releasing)
-            s.intxDisabled = false
-            s.suspended = false
-            for i in s.indexes.indices {
-                s.indexes[i].functionMasked = false
-                if i == 1 || i == 2 { s.indexes[i].enabled = false }
-                for n in s.indexes[i].vectors.indices {
-                    s.indexes[i].vectors[n].pending = false
-                    s.indexes[i].vectors[n].masked = false
-                }
-                s.indexes[i].pendingCount = 0
-            }
-        }
     }
 }

@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 import VfioUserProto
 
@@ -11,6 +12,7 @@ public enum InterruptError: ErrnoConvertible, Equatable, CustomStringConvertible
     /// The process ran out of something the request needs (EMFILE, ENOMEM, EAGAIN).
     case outOfResources(Errno, String)
 
+    /// The errno the SET_IRQS reply carries.
     public var errno: Errno {
         switch self {
         case .invalid: .invalidArgument

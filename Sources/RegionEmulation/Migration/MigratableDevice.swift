@@ -7,7 +7,7 @@ import VfioUserProto
 /// MSI-X; the model only says what its own state is. Its bytes are its own format, but each field
 /// is written explicitly (no raw struct copies) and everything is checked on load.
 public protocol MigratableDevice: DeviceModel {
-    /// Capabilities beyond STOP_COPY (PRE_COPY, P2P).
+    /// The arcs the model supports: STOP_COPY always, P2P and PRE_COPY when it says so.
     var migrationCapabilities: MigrationCapabilities { get }
 
     /// What a destination can check before the device stops: identity, version, shape. PRE_COPY
@@ -33,6 +33,10 @@ public protocol MigratableDevice: DeviceModel {
 }
 
 extension MigratableDevice {
-    public var migrationCapabilities: MigrationCapabilities { [.stopCopy, .p2p, .preCopy] }
+    /// STOP_COPY only: the arcs every migratable device has. A model offers P2P (it can stop its
+    /// DMA apart from its interrupts) and PRE_COPY (it has something to send while running) by
+    /// saying so.
+    public var migrationCapabilities: MigrationCapabilities { .stopCopy }
+    /// A device with no threads has nothing to pause.
     public func migrationQuiesce(_ stopped: Bool) {}
 }

@@ -18,6 +18,7 @@ public enum MigrationError: ErrnoConvertible, Equatable, CustomStringConvertible
     /// A region access while the device is in ERROR: EIO, until a reset.
     case failed
 
+    /// The errno the reply carries.
     public var errno: Errno {
         switch self {
         case .unsupported: .inappropriateIOCTLForDevice

@@ -12,8 +12,10 @@ import VfioUserProto
 /// PRE_COPY is refused (a finished save cannot be resumed). ERROR is never a target; it is left
 /// only by a reset.
 public struct MigrationStateMachine: Sendable {
+    /// The arcs the device offers.
     public let capabilities: MigrationCapabilities
 
+    /// A machine in RUNNING.
     public init(capabilities: MigrationCapabilities) {
         self.capabilities = capabilities
     }

@@ -15,6 +15,7 @@ public enum PCICapability: Sendable, Equatable {
     /// covers the same bytes (virtio's PCI_CFG window is writable, its other caps are not).
     case vendorSpecific(payload: [UInt8], writableMask: [UInt8]? = nil)
 
+    /// The capability ID.
     public var id: UInt8 {
         switch self {
         case .powerManagement: 0x01
@@ -39,19 +40,28 @@ public enum PCICapability: Sendable, Equatable {
 
 /// Device/port type of a PCI Express capability (the ones QEMU accepts for an assigned device).
 public enum PCIExpressDeviceType: UInt16, Sendable {
+    /// A PCI Express endpoint.
     case endpoint = 0
+    /// A legacy endpoint (may use I/O space).
     case legacyEndpoint = 1
+    /// An endpoint integrated in the root complex (no link registers).
     case rootComplexIntegratedEndpoint = 9
 }
 
 /// Where an MSI-X table and its Pending Bit Array live.
 public struct MSIXLayout: Sendable, Equatable {
+    /// Table entries: 1 to 2048.
     public var vectors: Int
+    /// The BAR holding the table.
     public var tableBAR: Int
+    /// The table's offset in that BAR, 8-byte aligned.
     public var tableOffset: UInt32
+    /// The BAR holding the Pending Bit Array.
     public var pbaBAR: Int
+    /// The PBA's offset in that BAR, 8-byte aligned.
     public var pbaOffset: UInt32
 
+    /// A layout; traps on a vector count or alignment MSI-X does not allow.
     public init(vectors: Int, tableBAR: Int, tableOffset: UInt32, pbaBAR: Int, pbaOffset: UInt32) {
         precondition((1...2048).contains(vectors), "MSI-X has 1 to 2048 vectors")
         precondition(tableOffset % 8 == 0 && pbaOffset % 8 == 0, "MSI-X table and PBA offsets are QWORD aligned")
@@ -62,7 +72,9 @@ public struct MSIXLayout: Sendable, Equatable {
         self.pbaOffset = pbaOffset
     }
 
+    /// Bytes per table entry: address, data, vector control.
     public static let entrySize = 16
+    /// Bytes the table takes.
     public var tableSize: Int { vectors * Self.entrySize }
     /// One bit per vector, in whole QWORDs.
     public var pbaSize: Int { (vectors + 63) / 64 * 8 }
@@ -75,6 +87,7 @@ public enum PCIExtendedCapability: Sendable, Equatable {
     /// ID 0x000B: vendor-specific extended capability with its VSEC id and revision.
     case vendorSpecific(vsecID: UInt16, revision: UInt8, body: [UInt8])
 
+    /// The extended capability ID.
     public var id: UInt16 {
         switch self {
         case .deviceSerialNumber: 0x0003
@@ -82,6 +95,7 @@ public enum PCIExtendedCapability: Sendable, Equatable {
         }
     }
 
+    /// Bytes the structure occupies.
     public var length: Int {
         switch self {
         case .deviceSerialNumber: 12
@@ -92,32 +106,48 @@ public enum PCIExtendedCapability: Sendable, Equatable {
 
 /// Where the builder put each capability.
 public struct CapabilityLayout: Sendable, Equatable {
+    /// A standard capability and its offset.
     public struct Entry: Sendable, Equatable {
+        /// The capability as declared.
         public var capability: PCICapability
+        /// Its first byte in config space.
         public var offset: Int
     }
 
+    /// An extended capability and its offset.
     public struct ExtendedEntry: Sendable, Equatable {
+        /// The capability as declared.
         public var capability: PCIExtendedCapability
+        /// Its first byte in config space (0x100 or above).
         public var offset: Int
     }
 
+    /// Standard capabilities in list order.
     public var standard: [Entry] = []
+    /// Extended capabilities in list order.
     public var extended: [ExtendedEntry] = []
 
+    /// The offset of the first capability with `id`.
     public func offset(of id: UInt8) -> Int? { standard.first { $0.capability.id == id }?.offset }
+    /// The offset of the first extended capability with `id`.
     public func extendedOffset(of id: UInt16) -> Int? { extended.first { $0.capability.id == id }?.offset }
 
+    /// Where the MSI capability is.
     public var msiOffset: Int? { offset(of: 0x05) }
+    /// Where the MSI-X capability is.
     public var msixOffset: Int? { offset(of: 0x11) }
+    /// Where the power management capability is.
     public var powerManagementOffset: Int? { offset(of: 0x01) }
+    /// Where the PCI Express capability is.
     public var expressOffset: Int? { offset(of: 0x10) }
 
+    /// The MSI-X table and PBA placement, when the function has MSI-X.
     public var msix: MSIXLayout? {
         for entry in standard { if case let .msix(layout) = entry.capability { return layout } }
         return nil
     }
 
+    /// The MSI capability's offset and shape, when the function has MSI.
     public var msi: (offset: Int, vectors: Int, is64Bit: Bool, perVectorMasking: Bool)? {
         for entry in standard {
             if case let .msi(vectors, is64Bit, masking) = entry.capability { return (entry.offset, vectors, is64Bit, masking) }
@@ -131,6 +161,7 @@ public enum CapabilityBuilder {
     /// Standard capabilities start after the 64-byte header, DWORD aligned.
     public static let firstOffset = 0x40
 
+    /// Why the capabilities do not fit the function.
     public enum Failure: Error, Equatable, CustomStringConvertible {
         case doesNotFit(String)
         case needsExpressConfigSpace
@@ -143,6 +174,7 @@ public enum CapabilityBuilder {
         }
     }
 
+    /// Places the capabilities, links both lists and writes each structure with its masks.
     public static func build(_ capabilities: [PCICapability], extended: [PCIExtendedCapability],
                              into config: inout ConfigSpace) throws(Failure) -> CapabilityLayout {
         var layout = CapabilityLayout()

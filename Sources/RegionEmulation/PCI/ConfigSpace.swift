@@ -6,9 +6,12 @@
 /// out of a BAR's mask `~(size - 1)`: writing all-ones reads back the size mask with the type bits,
 /// exactly what a driver's probe expects. An absent BAR or ROM BAR has mask 0 and reads 0.
 public struct ConfigSpace: Sendable {
+    /// Conventional PCI.
     public static let conventionalSize = 256
+    /// PCI Express: room for extended capabilities from 0x100.
     public static let expressSize = 4096
 
+    /// 256 or 4096.
     public let size: Int
     private(set) var bytes: [UInt8]
     private(set) var writable: [UInt8]
@@ -16,6 +19,7 @@ public struct ConfigSpace: Sendable {
     /// The power-on contents, restored by reset.
     private var powerOn: [UInt8] = []
 
+    /// All zeros, nothing writable.
     public init(size: Int) {
         precondition(size == Self.conventionalSize || size == Self.expressSize, "config space is 256 or 4096 bytes")
         self.size = size
@@ -47,8 +51,10 @@ public struct ConfigSpace: Sendable {
 
     // MARK: Building (device construction, not client input)
 
+    /// The byte at `offset`.
     public func byte(_ offset: Int) -> UInt8 { bytes[offset] }
 
+    /// The little-endian field of `T`'s size at `offset`.
     public func value<T: FixedWidthInteger>(at offset: Int, as: T.Type = T.self) -> T {
         var result: T = 0
         for i in 0..<MemoryLayout<T>.size { result |= T(bytes[offset + i]) << (8 * i) }
@@ -60,6 +66,7 @@ public struct ConfigSpace: Sendable {
         for i in 0..<MemoryLayout<T>.size { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
     }
 
+    /// Sets a run of bytes directly, bypassing the masks.
     public mutating func set(bytes values: [UInt8], at offset: Int) {
         for (i, value) in values.enumerated() { bytes[offset + i] = value }
     }
@@ -74,6 +81,7 @@ public struct ConfigSpace: Sendable {
         for i in 0..<MemoryLayout<T>.size { writeOneToClear[offset + i] = UInt8(truncatingIfNeeded: mask >> (8 * i)) }
     }
 
+    /// The writable bits of the field at `offset`.
     public func writableMask<T: FixedWidthInteger>(at offset: Int, as: T.Type = T.self) -> T {
         var result: T = 0
         for i in 0..<MemoryLayout<T>.size { result |= T(writable[offset + i]) << (8 * i) }
@@ -114,6 +122,7 @@ public enum PCIConfig {
     public static let headerSize = 0x40
     public static let extendedStart = 0x100
 
+    /// The offset of BAR `bar` (0 to 5).
     public static func barOffset(_ bar: Int) -> Int { bar0 + 4 * bar }
 
     // Command register bits.

@@ -1,3 +1,4 @@
+import Support
 import VfioUserProto
 
 /// Reads a config space as `lspci -vvv` would describe it: identity, command and status, BARs,

@@ -1,13 +1,19 @@
 /// What a PCI function says it is: the read-only identity fields of the type-0 header.
 public struct PCIIdentity: Sendable, Equatable {
+    /// The PCI-SIG vendor ID (0x1B36 is Red Hat's, which QEMU's own devices use).
     public var vendorID: UInt16
+    /// The device ID, the vendor's to assign; guest drivers bind by vendor and device ID.
     public var deviceID: UInt16
+    /// The subsystem (board) vendor ID.
     public var subsystemVendorID: UInt16
+    /// The subsystem ID.
     public var subsystemID: UInt16
+    /// The revision ID.
     public var revision: UInt8
     /// Base class, subclass, programming interface (e.g. 0x07_00_02: serial controller, 16550).
     public var classCode: UInt32
 
+    /// The identity fields, as they appear in config space.
     public init(vendorID: UInt16, deviceID: UInt16, subsystemVendorID: UInt16, subsystemID: UInt16,
                 revision: UInt8, classCode: UInt32) {
         self.vendorID = vendorID
@@ -21,21 +27,27 @@ public struct PCIIdentity: Sendable, Equatable {
 
 /// One base address register: what kind of space it decodes and how much.
 public struct BARDefinition: Sendable, Equatable {
+    /// The address space a BAR decodes.
     public enum Kind: Sendable, Equatable {
+        /// I/O ports (x86 `in`/`out`).
         case io
+        /// Memory below 4 GiB.
         case memory32
         /// Occupies this BAR slot and the next one.
         case memory64
     }
 
+    /// I/O, 32-bit or 64-bit memory.
     public var kind: Kind
     /// Bytes decoded: a power of two, at least 4 for I/O and 16 for memory (QEMU asserts powers of two).
     public var size: UInt64
+    /// Memory without read side effects, which the host may prefetch and merge (a framebuffer, not registers).
     public var prefetchable: Bool
     /// Largest single register access the device model handles; larger client accesses are split
     /// into naturally aligned pieces no bigger than this (the kernel's mtty splits to 4/2/1).
     public var maxAccessSize: Int
 
+    /// A BAR of `size` bytes; traps on sizes the PCI spec does not allow.
     public init(kind: Kind, size: UInt64, prefetchable: Bool = false, maxAccessSize: Int = 8) {
         precondition(size.nonzeroBitCount == 1, "a BAR's size must be a power of two")
         precondition(size >= (kind == .io ? 4 : 16), "BAR too small")
@@ -47,10 +59,12 @@ public struct BARDefinition: Sendable, Equatable {
         self.maxAccessSize = maxAccessSize
     }
 
+    /// An I/O BAR (accesses of at most 4 bytes, as x86 port I/O).
     public static func io(size: UInt64, maxAccessSize: Int = 4) -> BARDefinition {
         BARDefinition(kind: .io, size: size, maxAccessSize: maxAccessSize)
     }
 
+    /// A memory BAR, 32- or 64-bit.
     public static func memory(size: UInt64, is64Bit: Bool = false, prefetchable: Bool = false,
                               maxAccessSize: Int = 8) -> BARDefinition {
         BARDefinition(kind: is64Bit ? .memory64 : .memory32, size: size, prefetchable: prefetchable,

@@ -1,18 +1,22 @@
-import Locking
+import Support
 import VfioUserProto
 
 /// Everything a device model declares about its PCI function.
 public struct PCIFunctionDescription: Sendable {
+    /// Vendor, device, subsystem, revision and class.
     public var identity: PCIIdentity
     /// Six slots; a 64-bit BAR's upper slot must be nil.
     public var bars: [BARDefinition?]
     /// 256 (conventional) or 4096 (PCI Express, needed for extended capabilities).
     public var configSize: Int
+    /// Standard capabilities, chained from the capability pointer in this order.
     public var capabilities: [PCICapability]
+    /// PCI Express extended capabilities from 0x100 (needs `configSize` 4096).
     public var extendedCapabilities: [PCIExtendedCapability]
     /// Whether the function has an INTx pin (INTA#).
     public var hasINTx: Bool
 
+    /// A description with up to six BARs (missing slots are empty).
     public init(identity: PCIIdentity, bars: [BARDefinition?], configSize: Int = ConfigSpace.conventionalSize,
                 capabilities: [PCICapability] = [], extendedCapabilities: [PCIExtendedCapability] = [],
                 hasINTx: Bool = true) {
@@ -28,6 +32,7 @@ public struct PCIFunctionDescription: Sendable {
 
 /// What a config write asks the device to do besides storing bytes.
 public enum ConfigWriteEffect: Sendable, Equatable {
+    /// The bytes were stored; nothing else to do.
     case none
     /// PCIe Device Control "Initiate Function Level Reset" was written.
     case functionLevelReset
@@ -36,10 +41,15 @@ public enum ConfigWriteEffect: Sendable, Equatable {
 /// A PCI function: config space, capabilities, the MSI-X table and PBA, and the interrupt engine,
 /// with the rules that tie them together (enable bits, masks, INTx disable, FLR).
 public final class PCIFunction: Sendable {
+    /// The identity fields, as declared.
     public let identity: PCIIdentity
+    /// The six BAR slots, nil where empty (and above a 64-bit BAR).
     public let bars: [BARDefinition?]
+    /// Where each capability was placed in config space.
     public let layout: CapabilityLayout
+    /// The function's interrupts: a model calls `trigger` on it.
     public let interrupts: InterruptEngine
+    /// 256 or 4096 bytes.
     public let configSize: Int
 
     private struct State {
@@ -51,6 +61,7 @@ public final class PCIFunction: Sendable {
 
     private let state: Locked<State>
 
+    /// Lays out config space from the description; throws when the capabilities do not fit.
     public init(_ description: PCIFunctionDescription) throws(CapabilityBuilder.Failure) {
         identity = description.identity
         bars = description.bars
@@ -68,6 +79,7 @@ public final class PCIFunction: Sendable {
 
     // MARK: Config space
 
+    /// Reads config space as the client sees it (interrupt status and MSI pending bits are live).
     public func readConfig(offset: Int, into buffer: UnsafeMutableRawBufferPointer) {
         state.withLock { $0.config.read(offset: offset, into: buffer) }
         // Fields whose truth lives in the interrupt engine.
@@ -94,9 +106,13 @@ public final class PCIFunction: Sendable {
         }
     }
 
+    /// Writes config space under the registers' write masks and applies what the write means:
+    /// INTx disable, MSI and MSI-X enables and masks, power state, Function Level Reset.
     public func writeConfig(offset: Int, data: UnsafeRawBufferPointer) -> ConfigWriteEffect {
         var effect = ConfigWriteEffect.none
-        var updates: [() -> Void] = []
+        // Interrupt fields are applied after the config lock is released; a plain struct keeps a
+        // config write free of allocations.
+        var intxDisabled: Bool?, msiEnabled: Bool?, msiMask: UInt32?, msixControl: UInt16?
         state.withLock { s in
             let pmOffset = layout.powerManagementOffset
             let oldPowerState: UInt16? = pmOffset.map { s.config.value(at: $0 + 4, as: UInt16.self) & 3 }
@@ -104,8 +120,7 @@ public final class PCIFunction: Sendable {
             func touched(_ field: Int, _ size: Int) -> Bool { offset < field + size && field < offset + data.count }
 
             if touched(PCIConfig.command, 2) {
-                let disabled = s.config.value(at: PCIConfig.command, as: UInt16.self) & PCIConfig.commandINTxDisable != 0
-                updates.append { self.interrupts.setINTxDisabled(disabled) }
+                intxDisabled = s.config.value(at: PCIConfig.command, as: UInt16.self) & PCIConfig.commandINTxDisable != 0
             }
             if let msi = layout.msi {
                 let controlOffset = msi.offset + 2
@@ -116,25 +131,17 @@ public final class PCIFunction: Sendable {
                         control = control & ~0x70 | capable << 4
                         s.config.set(control, at: controlOffset)
                     }
-                    let enabled = control & 1 != 0
-                    updates.append { self.interrupts.setEnabled(.msi, enabled) }
+                    msiEnabled = control & 1 != 0
                 }
                 if msi.perVectorMasking {
                     let maskOffset = msi.offset + (msi.is64Bit ? 16 : 12)
                     if touched(maskOffset, 4) {
-                        let mask: UInt32 = s.config.value(at: maskOffset)
-                        updates.append {
-                            for n in 0..<msi.vectors { self.interrupts.setMasked(.msi, vector: n, mask & (1 << n) != 0) }
-                        }
+                        msiMask = s.config.value(at: maskOffset)
                     }
                 }
             }
             if let msixOffset = layout.msixOffset, touched(msixOffset + 2, 2) {
-                let control: UInt16 = s.config.value(at: msixOffset + 2)
-                updates.append {
-                    self.interrupts.setFunctionMasked(.msix, control & 0x4000 != 0)
-                    self.interrupts.setEnabled(.msix, control & 0x8000 != 0)
-                }
+                msixControl = s.config.value(at: msixOffset + 2)
             }
             if let pmOffset, let oldPowerState, touched(pmOffset + 4, 2) {
                 // D1 and D2 are not supported: such a write is completed but its state discarded.
@@ -149,7 +156,15 @@ public final class PCIFunction: Sendable {
                 }
             }
         }
-        for update in updates { update() }
+        if let intxDisabled { interrupts.setINTxDisabled(intxDisabled) }
+        if let msiEnabled { interrupts.setEnabled(.msi, msiEnabled) }
+        if let msiMask, let vectors = layout.msi?.vectors {
+            for n in 0..<vectors { interrupts.setMasked(.msi, vector: n, msiMask & (1 << n) != 0) }
+        }
+        if let msixControl {
+            interrupts.setFunctionMasked(.msix, msixControl & 0x4000 != 0)
+            interrupts.setEnabled(.msix, msixControl & 0x8000 != 0)
+        }
         return effect
     }
 
@@ -294,6 +309,7 @@ public final class PCIFunction: Sendable {
         return 1 << Int((control >> 4) & 7)
     }
 
+    /// Drives INTA# as a level: asserted until the model deasserts it (a 16550's pending interrupt).
     public func setINTx(asserted: Bool) { interrupts.setINTx(asserted: asserted) }
 
     // MARK: Reset

@@ -1,5 +1,5 @@
 import CLinux
-import Locking
+import Support
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
@@ -58,6 +58,7 @@ public final class EventfdWatcher: Sendable {
         }
     }
 
+    /// Stops watching `eventfd` (a wake-up already being handled may still call its callback).
     public func unwatch(_ eventfd: OwnedFileDescriptor) {
         let fd = eventfd.rawValue
         var event = epoll_event()

@@ -1,9 +1,10 @@
+import Support
 import SystemPackage
 
 /// Typed requests: one method per client command of the spec, each encoding the request with the
 /// payload types and decoding the reply with them.
 extension VfioUserClient {
-    /// The capabilities QEMU 10.1+ proposes (fact sheet §3.3), the default for tests and tools.
+    /// The capabilities QEMU 10.1+ proposes (hw/vfio-user/proxy.c), the default for tests and tools.
     public static let qemuCapabilities = VersionCapabilities(
         maxMessageFDs: 16, maxDataTransferSize: 1 << 20, pageSizes: 4096, maxDMAMaps: 65535,
         migration: .init(pageSize: 4096, maxBitmapSize: 256 << 20), writeMultiple: true)

@@ -1,5 +1,6 @@
 /// Migration v2 and dirty-page logging from the client's side: the DEVICE_FEATURE requests QEMU's
 /// vfio migration code makes of a kernel device, as vfio-user messages.
+import Support
 extension VfioUserClient {
     /// DEVICE_FEATURE MIGRATION GET.
     public func migrationCapabilities() throws(ClientError) -> MigrationCapabilities {

@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 
 /// A vfio-user client over the same codec the server uses: the tests, the command-line tools and the
@@ -17,7 +18,7 @@ public final class VfioUserClient {
     public internal(set) var serverCapabilities = VersionCapabilities()
     /// Serves the server's DMA_READ / DMA_WRITE. Set before traffic that needs it.
     public var dmaHandler: DMARequestHandler?
-    /// The DMA_READ/WRITE layout this client speaks (the spec's, or the older QEMU one; §6.5).
+    /// The DMA_READ/WRITE layout this client speaks (the spec's, or the one in older QEMU sources).
     public var dmaLayout: DMATransferLayout = .spec
     /// Receives one line per message, both directions, when set.
     public var trace: ((String) -> Void)?

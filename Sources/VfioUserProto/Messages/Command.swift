@@ -4,6 +4,7 @@
 /// The named values here and in the other message types are inlinable computed properties: a
 /// stored `static let` is a lazily initialised global that other modules reach through a call on
 /// every use, on the hot path too; these fold to constants where they are used.
+import Support
 public struct Command: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt16
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }

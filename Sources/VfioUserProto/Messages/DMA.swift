@@ -39,7 +39,9 @@ public struct DMAMapRequest: Equatable, Sendable {
 public struct DMAMapFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// The device may read the mapping.
     @inlinable public static var read: DMAMapFlags { DMAMapFlags(rawValue: 1 << 0) }
+    /// The device may write the mapping.
     @inlinable public static var write: DMAMapFlags { DMAMapFlags(rawValue: 1 << 1) }
     @inlinable public static var known: DMAMapFlags { DMAMapFlags(rawValue: 0b11) } // read | write
 }
@@ -86,9 +88,9 @@ public struct DMAUnmapFlags: OptionSet, Hashable, Sendable {
 
 /// The fixed part of DMA_READ / DMA_WRITE, sent by the server to reach client memory that has no fd.
 ///
-/// Two layouts exist (fact sheet §6.5): the spec's and libvfio-user's `{u64 address; u64 count}`
-/// (data at payload offset 16, a WRITE reply echoes both fields), which QEMU 11.1.3 as tested here
-/// also speaks, and the `{u64 offset; u32 count}` of QEMU's hw/vfio-user sources (data at 12, a
+/// Two layouts exist: the spec's and libvfio-user's `{u64 address; u64 count}` (data at payload
+/// offset 16, a WRITE reply echoes both fields), which QEMU 11.1.3 as tested here also speaks, and
+/// the `{u64 offset; u32 count}` of `VFIOUserDMARW` in QEMU's hw/vfio-user sources (data at 12, a
 /// WRITE reply header-only).
 public struct DMATransferHeader: Equatable, Sendable {
     public var address: UInt64

@@ -42,7 +42,7 @@ public struct IRQInfoFlags: OptionSet, Hashable, Sendable {
 }
 
 /// DEVICE_SET_IRQS request (`struct vfio_irq_set`): 20 bytes, then `count` booleans with DATA_BOOL.
-/// With DATA_EVENTFD the eventfds travel as SCM_RIGHTS only; QEMU sends no data bytes (fact sheet §5.4).
+/// With DATA_EVENTFD the eventfds travel as SCM_RIGHTS only; QEMU sends no data bytes (hw/vfio-user/device.c).
 public struct SetIRQs: Equatable, Sendable {
     public static let fixedSize = 20
 

@@ -4,18 +4,23 @@ public struct RegionIndex: RawRepresentable, Hashable, Comparable, Sendable, Cus
     public let rawValue: UInt32
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// BAR 0 (the BARs are regions 0 to 5).
     @inlinable public static var bar0: RegionIndex { RegionIndex(rawValue: 0) }
     @inlinable public static var bar1: RegionIndex { RegionIndex(rawValue: 1) }
     @inlinable public static var bar2: RegionIndex { RegionIndex(rawValue: 2) }
     @inlinable public static var bar3: RegionIndex { RegionIndex(rawValue: 3) }
     @inlinable public static var bar4: RegionIndex { RegionIndex(rawValue: 4) }
     @inlinable public static var bar5: RegionIndex { RegionIndex(rawValue: 5) }
+    /// The expansion ROM.
     @inlinable public static var rom: RegionIndex { RegionIndex(rawValue: 6) }
+    /// Config space.
     @inlinable public static var config: RegionIndex { RegionIndex(rawValue: 7) }
+    /// Legacy VGA ranges.
     @inlinable public static var vga: RegionIndex { RegionIndex(rawValue: 8) }
     /// `VFIO_PCI_NUM_REGIONS`: the standard PCI regions every device reports.
     public static let pciRegionCount: UInt32 = 9
 
+    /// The region of BAR `n`.
     public static func bar(_ n: Int) -> RegionIndex { RegionIndex(rawValue: UInt32(n)) }
 
     /// The BAR number, when this index is a BAR.
@@ -48,8 +53,11 @@ public struct IRQIndex: RawRepresentable, Hashable, Sendable, CustomStringConver
     public let rawValue: UInt32
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// INTx (INTA#): one level-triggered vector.
     @inlinable public static var intx: IRQIndex { IRQIndex(rawValue: 0) }
+    /// MSI: up to 32 vectors.
     @inlinable public static var msi: IRQIndex { IRQIndex(rawValue: 1) }
+    /// MSI-X: up to 2048 vectors, each with its own mask.
     @inlinable public static var msix: IRQIndex { IRQIndex(rawValue: 2) }
     /// AER error notification: QEMU stops the VM when it fires.
     @inlinable public static var err: IRQIndex { IRQIndex(rawValue: 3) }
@@ -57,6 +65,7 @@ public struct IRQIndex: RawRepresentable, Hashable, Sendable, CustomStringConver
     @inlinable public static var req: IRQIndex { IRQIndex(rawValue: 4) }
     /// `VFIO_PCI_NUM_IRQS`.
     public static let count: UInt32 = 5
+    /// The five indexes in order.
     public static let all: [IRQIndex] = [.intx, .msi, .msix, .err, .req]
 
     public var description: String {

@@ -39,8 +39,11 @@ public struct MigrationCapabilities: OptionSet, Sendable, Hashable {
     public let rawValue: UInt64
     @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
 
+    /// `VFIO_MIGRATION_STOP_COPY`: RUNNING, STOP, STOP_COPY, RESUMING; every migratable device.
     @inlinable public static var stopCopy: MigrationCapabilities { MigrationCapabilities(rawValue: 1 << 0) }
+    /// `VFIO_MIGRATION_P2P`: RUNNING_P2P, where DMA stops but the device still answers accesses.
     @inlinable public static var p2p: MigrationCapabilities { MigrationCapabilities(rawValue: 1 << 1) }
+    /// `VFIO_MIGRATION_PRE_COPY`: PRE_COPY, data sent while the device runs.
     @inlinable public static var preCopy: MigrationCapabilities { MigrationCapabilities(rawValue: 1 << 2) }
 }
 

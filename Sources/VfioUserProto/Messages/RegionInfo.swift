@@ -78,16 +78,23 @@ public struct RegionInfo: Equatable, Sendable {
 public struct RegionInfoFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// The client may read the region.
     @inlinable public static var read: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 0) }
+    /// The client may write the region.
     @inlinable public static var write: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 1) }
+    /// The client may map (parts of) the region with the fd of the reply.
     @inlinable public static var mmap: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 2) }
+    /// A capability chain follows the struct.
     @inlinable public static var caps: RegionInfoFlags { RegionInfoFlags(rawValue: 1 << 3) }
 }
 
 /// One area of a sparse-mmap capability, relative to the region's `offset`.
 public struct SparseMmapArea: Equatable, Sendable {
+    /// The area's start, from the region's offset in its fd.
     public var offset: UInt64
+    /// The area's length (page-aligned for a client to map it).
     public var size: UInt64
+    /// An area the client may map.
     public init(offset: UInt64, size: UInt64) {
         self.offset = offset
         self.size = size

@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 /// A transparent proxy for one connection: every message from the client goes to the server and
 /// back unchanged, file descriptors included (which socat cannot pass), and each is described on

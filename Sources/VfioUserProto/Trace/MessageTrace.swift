@@ -154,4 +154,5 @@ public enum MessageTrace {
     }
 }
 
+import Support
 import SystemPackage

@@ -1,4 +1,5 @@
 import CLinux
+import Support
 import SystemPackage
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
 import CLinux
-import Locking
+import Support
 import SystemPackage
 #if canImport(Glibc)
 import Glibc

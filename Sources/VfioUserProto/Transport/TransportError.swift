@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 
 /// Why a connection cannot go on.

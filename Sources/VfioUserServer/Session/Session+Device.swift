@@ -1,4 +1,5 @@
 import RegionEmulation
+import Support
 import SystemPackage
 import VfioUserProto
 

@@ -1,10 +1,11 @@
+import Support
 import SystemPackage
 import VfioUserProto
 
 extension Session {
     /// VERSION (spec "VFIO_USER_VERSION"): first and only once. Major must be 0; the reply's minor is
     /// the smaller of the client's and ours; the reply always carries NUL-terminated JSON (an empty
-    /// one would make QEMU re-parse its own request, fact sheet §3.3) and stays within QEMU's
+    /// one would make QEMU re-parse its own request, hw/vfio-user/proxy.c) and stays within QEMU's
     /// 214-byte receive buffer. A failed negotiation is answered, then the connection closes.
     func handleVersion(_ payload: UnsafeRawBufferPointer, fds: [OwnedFileDescriptor]) throws {
         guard !negotiated else { throw SessionError.outOfOrder("VERSION sent twice") }

@@ -1,4 +1,5 @@
 import RegionEmulation
+import Support
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
@@ -8,7 +9,7 @@ import Glibc
 /// Message-mode DMA for one session: DMA_READ / DMA_WRITE sent to the client on the session's
 /// socket, their replies routed back by message id.
 ///
-/// Which layout the client speaks is asked, not guessed (fact sheet §6.5): before the first message
+/// Which layout the client speaks is asked, not guessed (QEMU's hw/vfio-user/pci.c and the spec disagree): before the first message
 /// a zero-length DMA_WRITE goes out in the 32-byte form, which is valid in both layouts. A client
 /// with the spec's layout (libvfio-user's, and QEMU 11.1.3 as tested here: u64 count, data at 16)
 /// answers it with an echo of address and count; one with the `{u64 offset; u32 count}` layout in

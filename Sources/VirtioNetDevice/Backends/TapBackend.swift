@@ -1,4 +1,5 @@
 import CLinux
+import Support
 import Synchronization
 import SystemPackage
 import VfioUserProto

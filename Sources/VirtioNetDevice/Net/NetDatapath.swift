@@ -1,8 +1,8 @@
 import CLinux
-import Locking
-import SystemPackage
 import RegionEmulation
+import Support
 import Synchronization
+import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -56,53 +56,54 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     /// The device's DMA space and this thread's translation cache, set once by `attach`, which runs
     /// on another thread after this one started: read under the lock (ThreadSanitizer caught the
     /// unsynchronised version). The thread keeps its own copy of the cache, taken at each epoch.
-    private let attached = Locked<(dma: DMASpace, cache: DMATranslationCache)?>(nil)
-    private var dma: DMASpace? { attached.withLock { $0?.dma } }
+    let attached = Locked<(dma: DMASpace, cache: DMATranslationCache)?>(nil)
+    var dma: DMASpace? { attached.withLock { $0?.dma } }
     /// Pinned mappings for this thread's accesses (the thread's copy of `attached`'s).
-    private var cache: DMATranslationCache?
+    var cache: DMATranslationCache?
 
-    private let wakeup: OwnedFileDescriptor
-    private let kicks = Atomic<UInt32>(0)
-    private let sleeping = Atomic<Bool>(false)
-    private let requestedEpoch = Atomic<Int>(0)
-    private let acknowledgedEpoch = Atomic<Int>(0)
-    private let terminated = Atomic<Bool>(false)
-    private let lock = ConditionLock()
-    private var requestedFeatures: VirtioFeatures? // under lock: what to run with (nil: stopped)
-    private var requestedRestore: DatapathSnapshot? // under lock: ring positions to resume at (migration)
-    private let counters = Locked(NetStatistics())
+    let wakeup: OwnedFileDescriptor
+    let kicks = Atomic<UInt32>(0)
+    let sleeping = Atomic<Bool>(false)
+    let requestedEpoch = Atomic<Int>(0)
+    let acknowledgedEpoch = Atomic<Int>(0)
+    let terminated = Atomic<Bool>(false)
+    let lock = ConditionLock()
+    var requestedFeatures: VirtioFeatures? // under lock: what to run with (nil: stopped)
+    var requestedRestore: DatapathSnapshot? // under lock: ring positions to resume at (migration)
+    let counters = Locked(NetStatistics())
     /// Migration's pause: the thread stops at its next safe point (every used entry published) and
     /// records where the rings stand; `pausedGeneration` says it did.
-    private let pauseRequested = Atomic<Bool>(false)
-    private let pauseGeneration = Atomic<Int>(0)
-    private let pausedGeneration = Atomic<Int>(0)
-    private let pausedSnapshot = Locked<DatapathSnapshot?>(nil)
+    let pauseRequested = Atomic<Bool>(false)
+    let pauseGeneration = Atomic<Int>(0)
+    let pausedGeneration = Atomic<Int>(0)
+    let pausedSnapshot = Locked<DatapathSnapshot?>(nil)
 
-    // Owned by the datapath thread.
-    private var epoch = 0
-    private var features: VirtioFeatures = []
-    private var memory: GuestMemory?
-    private var rx: SplitVirtqueue?
-    private var tx: SplitVirtqueue?
-    private var ctrl: SplitVirtqueue?
-    private var broken = false
+    // Owned by the datapath thread, which alone touches them: the runtime's exclusivity checks (a
+    // thread-local access set, on every packet) would guard against nothing.
+    @exclusivity(unchecked) var epoch = 0
+    @exclusivity(unchecked) var features: VirtioFeatures = []
+    @exclusivity(unchecked) var memory: GuestMemory?
+    @exclusivity(unchecked) var rx: SplitVirtqueue?
+    @exclusivity(unchecked) var tx: SplitVirtqueue?
+    @exclusivity(unchecked) var ctrl: SplitVirtqueue?
+    @exclusivity(unchecked) var broken = false
     /// Chains reused for every packet (their arrays keep their capacity: no allocation per packet).
-    private var transmitChain = DescriptorChain(head: 0)
-    private var receiveChains = [DescriptorChain](repeating: DescriptorChain(head: 0), count: 64)
-    private var controlChain = DescriptorChain(head: 0)
+    @exclusivity(unchecked) var transmitChain = DescriptorChain(head: 0)
+    @exclusivity(unchecked) var receiveChains = [DescriptorChain](repeating: DescriptorChain(head: 0), count: 64)
+    @exclusivity(unchecked) var controlChain = DescriptorChain(head: 0)
     /// The RX filter as last read from the device, and its version.
-    private var filter = RxFilter()
-    private var mac: [UInt8] = []
-    private var filterVersion = -1
-    private let transmitBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
-    private let receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
+    @exclusivity(unchecked) var filter = RxFilter()
+    @exclusivity(unchecked) var mac: [UInt8] = []
+    @exclusivity(unchecked) var filterVersion = -1
+    let transmitBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
+    let receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096, alignment: 64)
     /// Bytes of a received frame (with its header) waiting for guest buffers; 0 when none.
-    private var pendingFrameLength = 0
+    @exclusivity(unchecked) var pendingFrameLength = 0
     /// The receive queue had no buffers at the last look: wait for the driver's kick, not for input
     /// (a backend with frames waiting stays readable, and polling it would spin).
-    private var receiveStarved = false
+    @exclusivity(unchecked) var receiveStarved = false
     /// The backend refused a frame as full (`NetSendOutcome.full`): transmit waits for room.
-    private var transmitBlocked = false
+    @exclusivity(unchecked) var transmitBlocked = false
 
     /// Throws when the process is out of fds (the wake-up eventfd) or threads.
     init(backend: NetBackend, transport: VirtioPCITransport) throws(Errno) {
@@ -167,7 +168,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         return pausedSnapshot.withLock { $0 }
     }
 
-    private func waitPaused(_ generation: Int, milliseconds: Int) -> Bool {
+    func waitPaused(_ generation: Int, milliseconds: Int) -> Bool {
         let done = { self.pausedGeneration.load(ordering: .sequentiallyConsistent) >= generation }
         if let dma { return dma.waitServicing(until: done, milliseconds: milliseconds) }
         return pollUntil(done, milliseconds: milliseconds)
@@ -186,7 +187,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         if let dma { _ = dma.waitServicing(until: done, milliseconds: 100) } else { _ = pollUntil(done, milliseconds: 100) }
     }
 
-    private func changeEpoch(_ features: VirtioFeatures?, restoring: DatapathSnapshot? = nil) -> Int {
+    func changeEpoch(_ features: VirtioFeatures?, restoring: DatapathSnapshot? = nil) -> Int {
         let target = lock.withLock { () -> Int in
             requestedFeatures = features
             requestedRestore = restoring
@@ -197,7 +198,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     }
 
     /// Whether a start or stop is waiting to be picked up: every guest-memory access checks it.
-    private var epochChanged: Bool {
+    var epochChanged: Bool {
         requestedEpoch.load(ordering: .sequentiallyConsistent) != acknowledgedEpoch.load(ordering: .sequentiallyConsistent)
     }
 
@@ -208,7 +209,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
 
     // MARK: The thread
 
-    private func run() {
+    func run() {
         while !terminated.load(ordering: .sequentiallyConsistent) {
             cache?.releaseIfRequested()
             applyEpoch()
@@ -236,7 +237,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
 
     /// Picks up a start or stop the session asked for: drops the queues, acknowledges (from here on
     /// accesses are allowed again), then sets up the new ones.
-    private func applyEpoch() {
+    func applyEpoch() {
         let requested = requestedEpoch.load(ordering: .sequentiallyConsistent)
         guard requested != epoch else { return }
         let (wanted, restore) = lock.withLock { (requestedFeatures, requestedRestore) }
@@ -276,7 +277,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         }
     }
 
-    private func queue(_ index: Int) throws(VirtqueueError) -> SplitVirtqueue? {
+    func queue(_ index: Int) throws(VirtqueueError) -> SplitVirtqueue? {
         guard let configuration = transport.queueConfiguration(index), configuration.enabled else { return nil }
         return try SplitVirtqueue(size: configuration.size, descriptorTable: configuration.descriptorTable,
                                   availableRing: configuration.availableRing, usedRing: configuration.usedRing,
@@ -286,7 +287,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     /// Paused for migration: every used entry is published (pauses are taken only between
     /// batches), so the rings' positions and a frame still waiting for buffers are the whole
     /// in-flight state. Records them, then sleeps until resumed, restarted or terminated.
-    private func acknowledgePause() {
+    func acknowledgePause() {
         let generation = pauseGeneration.load(ordering: .sequentiallyConsistent)
         if pausedGeneration.load(ordering: .sequentiallyConsistent) < generation {
             let snapshot = DatapathSnapshot(
@@ -306,7 +307,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     }
 
     /// Puts the rings where a migrated device had them.
-    private func restore(_ snapshot: DatapathSnapshot) {
+    func restore(_ snapshot: DatapathSnapshot) {
         for (index, ring) in snapshot.queues.enumerated() {
             guard let ring else { continue }
             switch index {
@@ -322,7 +323,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     }
 
     /// Waits for a kick, a start/stop, or (when the receive queue can take a frame) backend input.
-    private func sleep() {
+    func sleep() {
         sleeping.store(true, ordering: .sequentiallyConsistent)
         defer { sleeping.store(false, ordering: .sequentiallyConsistent) }
         // A kick that came between our last look and `sleeping` going true must not be slept through.
@@ -340,229 +341,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         _ = try? wakeup.readEventfd()
     }
 
-    // MARK: Transmit (driver to backend)
-
-    /// Sends what the driver queued; true if anything was done.
-    private func transmit(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
-        guard var queue = tx else { return false }
-        defer { tx = queue }
-        var done = 0
-        while true {
-            var pending: UInt16 = 0
-            var sent = 0, bytes = 0, dropped = 0
-            transmitBlocked = false
-            while pending < 64, try queue.pop(into: &transmitChain, memory) {
-                guard transmitChain.writable.isEmpty else { throw .wrongDirection(head: transmitChain.head) }
-                let length = transmitChain.readableLength
-                if length >= VirtioNetHeader.size && length <= transmitBuffer.count {
-                    let copied = try Self.gather(&transmitChain, into: transmitBuffer, memory)
-                    let frame = backend.carriesVirtioHeader
-                        ? UnsafeRawBufferPointer(rebasing: transmitBuffer[..<copied])
-                        : UnsafeRawBufferPointer(rebasing: transmitBuffer[VirtioNetHeader.size ..< copied])
-                    switch backend.send(frame) {
-                    case .sent:
-                        sent += 1
-                        bytes += copied - VirtioNetHeader.size
-                    case .dropped:
-                        dropped += 1
-                    case .full:
-                        // Backpressure: the chain goes back to the ring, to be sent once the
-                        // backend is writable again (sleep polls for that).
-                        queue.rewind(to: queue.lastAvailable &- 1)
-                        transmitBlocked = true
-                        counters.withLock { $0.transmitStalls += 1 }
-                    }
-                    if transmitBlocked { break }
-                } else {
-                    dropped += 1
-                }
-                try queue.addUsed(head: transmitChain.head, length: 0, memory, pending: &pending)
-            }
-            if sent > 0 || dropped > 0 {
-                counters.withLock { c in
-                    c.transmittedFrames += sent
-                    c.transmittedBytes += bytes
-                    c.droppedFrames += dropped
-                }
-            }
-            guard pending > 0 else {
-                if transmitBlocked { return done > 0 }
-                // Idle: ask for a kick, then look once more for what raced with that request.
-                try queue.setNotifications(true, memory)
-                if try queue.pendingCount(memory) > 0 { continue }
-                return done > 0
-            }
-            done += Int(pending)
-            try queue.publishUsed(pending, memory)
-            if try queue.needsInterrupt(memory) { signal(VirtioNetDevice.transmitQueue) }
-            if pauseRequested.load(ordering: .relaxed) || transmitBlocked { return true } // a migration waits for this batch boundary
-        }
-    }
-
-    // MARK: Receive (backend to driver)
-
-    /// Moves frames from the backend into the driver's buffers; true if anything was done.
-    private func receive(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
-        guard var queue = rx else { return false }
-        defer { rx = queue }
-        let mergeable = features.contains(.netMergeableRxBuffers)
-        receiveStarved = false
-        refreshFilter()
-        var delivered = 0
-        var receivedBytes = 0
-        var pending: UInt16 = 0
-        defer { if pending > 0, let published = try? publish(&queue, pending, memory), published { signal(VirtioNetDevice.receiveQueue) } }
-        while delivered < 256 {
-            if pendingFrameLength == 0 {
-                guard try queue.hasAvailable(memory) else {
-                    receiveStarved = true
-                    break
-                }
-                guard let length = nextFrame() else { break }
-                pendingFrameLength = length
-            }
-            let mark = queue.lastAvailable
-            var chainCount = 0
-            var capacity = 0
-            while capacity < pendingFrameLength {
-                if chainCount == receiveChains.count { receiveChains.append(DescriptorChain(head: 0)) }
-                guard try queue.pop(into: &receiveChains[chainCount], memory) else { break }
-                guard receiveChains[chainCount].readable.isEmpty else { throw .wrongDirection(head: receiveChains[chainCount].head) }
-                capacity += receiveChains[chainCount].writableLength
-                chainCount += 1
-                if !mergeable { break }
-            }
-            if capacity < pendingFrameLength {
-                queue.rewind(to: mark)
-                if !mergeable && chainCount > 0 {
-                    // A single buffer too small for this frame: drop the frame, keep the buffer.
-                    pendingFrameLength = 0
-                    counters.withLock { $0.droppedFrames += 1 }
-                    continue
-                }
-                // Too few buffers: hold the frame until the driver adds some (it will kick). Try
-                // again now only if more arrived than were just tried, or this would spin.
-                try queue.setNotifications(true, memory)
-                if try queue.pendingCount(memory) > chainCount { continue }
-                receiveStarved = true
-                break
-            }
-            // num_buffers in the header: how many buffers this frame spans.
-            receiveBuffer.storeBytes(of: UInt16(chainCount).littleEndian, toByteOffset: 10, as: UInt16.self)
-            var offset = 0
-            for index in 0..<chainCount where offset < pendingFrameLength {
-                let part = UnsafeRawBufferPointer(rebasing: receiveBuffer[offset ..< pendingFrameLength])
-                let written = try Self.scatter(part, into: &receiveChains[index], memory)
-                try queue.addUsed(head: receiveChains[index].head, length: UInt32(written), memory, pending: &pending)
-                offset += written
-            }
-            receivedBytes += pendingFrameLength - VirtioNetHeader.size
-            pendingFrameLength = 0
-            delivered += 1
-            // Published only between frames: Linux's receive_mergeable takes num_buffers entries
-            // the moment it sees a frame's first, and drops the frame if any is missing.
-            if pending >= 64 {
-                if try publish(&queue, pending, memory) { signal(VirtioNetDevice.receiveQueue) }
-                pending = 0
-            }
-        }
-        if delivered > 0 {
-            counters.withLock { c in
-                c.receivedFrames += delivered
-                c.receivedBytes += receivedBytes
-            }
-        }
-        if delivered == 0 && pendingFrameLength == 0 {
-            try queue.setNotifications(true, memory)
-            // Buffers added while we were asking for a kick would get none: look once more.
-            if receiveStarved, try queue.pendingCount(memory) > 0 {
-                receiveStarved = false
-                return true
-            }
-        }
-        return delivered > 0
-    }
-
-    private func publish(_ queue: inout SplitVirtqueue, _ count: UInt16, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
-        try queue.publishUsed(count, memory)
-        return try queue.needsInterrupt(memory)
-    }
-
-    /// `memory.gather` from a chain's readable buffers and `memory.scatter` into its writable ones,
-    /// the chain reached in place: its buffer array read from a property or an array element would
-    /// be a copy, retained and released around every call (perf, 64-byte frames: 11% of the
-    /// datapath's samples at TX, 8-11% at RX); under an inout access it is borrowed.
-    private static func gather(_ chain: inout DescriptorChain, into destination: UnsafeMutableRawBufferPointer,
-                               _ memory: GuestMemory) throws(VirtqueueError) -> Int {
-        try memory.gather(chain.readable, into: destination)
-    }
-
-    private static func scatter(_ part: UnsafeRawBufferPointer, into chain: inout DescriptorChain,
-                                _ memory: GuestMemory) throws(VirtqueueError) -> Int {
-        try memory.scatter(part, into: chain.writable)
-    }
-
-    /// Reads the next frame the filter lets through into `receiveBuffer`, header first; nil if none.
-    private func nextFrame() -> Int? {
-        while true {
-            let length: Int
-            if backend.carriesVirtioHeader {
-                guard let n = backend.receive(into: receiveBuffer), n >= VirtioNetHeader.size else { return nil }
-                length = n
-                if !features.contains(.netGuestChecksum) {
-                    receiveBuffer[0] = 0 // DATA_VALID / NEEDS_CSUM mean nothing to a driver without GUEST_CSUM
-                }
-            } else {
-                let frame = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[VirtioNetHeader.size...])
-                guard let n = backend.receive(into: frame) else { return nil }
-                VirtioNetHeader().store(into: UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[..<VirtioNetHeader.size]))
-                length = VirtioNetHeader.size + n
-            }
-            if filter.promiscuous { return length }
-            let destination = UnsafeRawBufferPointer(rebasing: receiveBuffer[VirtioNetHeader.size ..< min(length, VirtioNetHeader.size + 6)])
-            if filter.accepts(destination: destination, deviceMAC: mac) { return length }
-            counters.withLock { $0.filteredFrames += 1 }
-        }
-    }
-
-    /// Takes the device's filter when it changed (the control queue changes it, on another path).
-    private func refreshFilter() {
-        guard let device, device.filterVersion != filterVersion else { return }
-        (filter, mac, filterVersion) = device.filterSnapshot
-    }
-
-    // MARK: Control queue
-
-    private func serveControl(_ memory: GuestMemory) throws(VirtqueueError) {
-        guard var queue = ctrl, let device else { return }
-        defer { ctrl = queue }
-        var served = false
-        while true {
-            guard try queue.pop(into: &controlChain, memory) else {
-                // Idle: ask for a kick, then look once more. The driver spins on each command's
-                // used entry and may add the next one before avail_event moved; it would not kick.
-                try queue.setNotifications(true, memory)
-                if try queue.pendingCount(memory) > 0 { continue }
-                break
-            }
-            let chain = controlChain
-            var ack = VirtioNetDevice.controlError
-            let length = chain.readableLength
-            if length >= 2 && length <= 65536 && chain.writableLength >= 1 {
-                let command = try memory.gather(chain.readable, length: length)
-                ack = device.control(class: command[0], command: command[1], data: Array(command[2...]), features: features)
-            }
-            var written = 0
-            if chain.writableLength >= 1 {
-                written = try memory.scatter([ack], into: chain.writable)
-            }
-            try queue.push(head: chain.head, length: UInt32(written), memory)
-            served = true
-        }
-        if served, try queue.needsInterrupt(memory) { signal(VirtioNetDevice.controlQueue) }
-    }
-
-    private func signal(_ queue: Int) {
+    func signal(_ queue: Int) {
         counters.withLock { $0.interrupts += 1 }
         transport.signalQueue(queue)
     }

@@ -12,6 +12,10 @@ extension VirtioNetDevice: MigratableDevice {
     public static let migrationMagic: UInt64 = 0x3154_454E_5452_4956
     public static let migrationVersion: UInt32 = 1
 
+    /// P2P: RUNNING_P2P pauses the datapath (no DMA) while interrupts may still come; PRE_COPY:
+    /// the header goes early.
+    public var migrationCapabilities: MigrationCapabilities { [.stopCopy, .p2p, .preCopy] }
+
     public func migrationHeader() -> [UInt8] {
         var writer = ByteWriter(capacity: 24)
         writer.write(Self.migrationMagic)

@@ -1,6 +1,6 @@
-import Locking
-import SystemPackage
 import RegionEmulation
+import Support
+import SystemPackage
 import VfioUserProto
 
 /// A virtio-net NIC (virtio 1.x §5.1) on the modern PCI transport: one receive and one transmit

@@ -1,5 +1,5 @@
-import Locking
 import RegionEmulation
+import Support
 import VfioUserProto
 
 /// What a virtio device type supplies to the PCI transport.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Support
 import VfioUserProto
 import VfioUserServer
 #if canImport(Glibc)

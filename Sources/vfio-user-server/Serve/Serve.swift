@@ -1,5 +1,6 @@
 import ArgumentParser
 import RegionEmulation
+import Support
 import SystemPackage
 import VfioUserProto
 import VfioUserServer

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Support
 import SystemPackage
 import VfioUserProto
 import VfioUserServer

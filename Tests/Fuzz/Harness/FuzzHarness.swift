@@ -1,5 +1,6 @@
 import MttyDevice
 import RegionEmulation
+import Support
 import SystemPackage
 import TestSupport
 import VfioUserProto

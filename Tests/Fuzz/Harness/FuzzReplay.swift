@@ -1,4 +1,5 @@
 import CLinux
+import Support
 import TestSupport
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
-import Locking
 import RegionEmulation
+import Support
 import VfioUserProto
 
 /// A PCI Express function with every capability the builder offers, and a register to raise any

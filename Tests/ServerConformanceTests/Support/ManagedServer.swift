@@ -1,9 +1,10 @@
 import MbochsDevice
 import MttyDevice
 import RegionEmulation
+import Support
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VfioUserProto
 import VfioUserServer
 import VirtioNetDevice

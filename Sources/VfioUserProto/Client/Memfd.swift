@@ -1,6 +1,6 @@
 import CLinux
+import Support
 import SystemPackage
-import VfioUserProto
 #if canImport(Glibc)
 import Glibc
 #endif

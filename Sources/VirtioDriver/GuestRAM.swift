@@ -1,4 +1,5 @@
-import TestSupport
+import VfioUserProto
+
 
 /// The test's "guest memory": a memfd the driver reads and writes directly, mapped into the
 /// device's DMA space at `base`, with a bump allocator for rings and buffers.

@@ -16,11 +16,13 @@ public struct Locked<Value: ~Copyable>: ~Copyable {
     deinit { token.deallocate() }
     #endif
 
+    /// A lock around `initialValue`.
     @inlinable
     public init(_ initialValue: consuming sending Value) {
         mutex = Mutex(initialValue)
     }
 
+    /// Runs `body` with the value, the lock held.
     @inlinable
     public borrowing func withLock<Result: ~Copyable, E: Error>(
         _ body: (inout sending Value) throws(E) -> sending Result

@@ -10,12 +10,15 @@ import CLinux
 /// one lets it close, and no path can leak one. A holder that needs the fd beyond the message keeps
 /// the reference (the interrupt engine keeps eventfds this way).
 public final class OwnedFileDescriptor: Sendable, CustomStringConvertible {
+    /// The fd, owned by this object: do not close it.
     public let descriptor: FileDescriptor
 
+    /// Takes ownership of `descriptor`.
     public init(taking descriptor: FileDescriptor) {
         self.descriptor = descriptor
     }
 
+    /// The fd number, for system calls.
     public var rawValue: CInt { descriptor.rawValue }
 
     deinit { try? descriptor.close() }

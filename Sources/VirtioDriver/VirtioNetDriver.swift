@@ -1,5 +1,5 @@
+import Support
 import SystemPackage
-import TestSupport
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc

@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// VmRSS of a process, in KiB (0 if it is gone): /proc/PID/status.
+public func residentKiB(_ pid: pid_t) -> Int {
+    for line in readFile("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
+    }
+    return 0
+}
+
+/// A whole file as text ("" if it cannot be read).
+public func readFile(_ path: String) -> String {
+    String(decoding: readBytes(path) ?? [], as: UTF8.self)
+}
+
+/// A whole file as bytes (nil if it cannot be read).
+public func readBytes(_ path: String) -> [UInt8]? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while case let count = fread(&chunk, 1, chunk.count, file), count > 0 { bytes += chunk[..<count] }
+    return bytes
+}
