@@ -29,7 +29,7 @@ struct SortedChunkMapTests {
 
     /// Inserts and removes at random over a key range small enough that both often hit present
     /// keys, so blocks split, empty and merge many times; every answer is checked as it goes, and
-    /// through buckets built over the map every three thousand steps.
+    /// every key and gap every three thousand steps.
     @Test func randomInsertsAndRemovesAgreeWithASortedArray() {
         var map = SortedChunkMap<UInt64, Void>()
         var reference: [UInt64] = []
@@ -55,13 +55,7 @@ struct SortedChunkMapTests {
             #expect(map.floor(probe).map { $0.value == $0.key &* 7 } ?? true)
             #expect(map.ceiling(probe)?.key == (above < reference.count ? reference[above] : nil), "step \(step): ceiling(\(probe))")
             #expect(map[probe] == (hit ? probe &* 7 : nil))
-            // Now and then a quiet spell: enough lookups for buckets over the map as it has grown.
-            if step % 3000 == 2999 {
-                for _ in 0..<map.count { map.noteLookup() }
-                let built = map.bucketsAreCurrent
-                #expect(built || map.count <= 8, "step \(step): buckets built")
-                expectAgreement(map, reference, &random, "step \(step), buckets \(map.bucketKinds)")
-            }
+            if step % 3000 == 2999 { expectAgreement(map, reference, &random, "step \(step)") }
         }
         #expect(map.count == reference.count)
         #expect(map.entries.map(\.key) == reference)
@@ -69,7 +63,7 @@ struct SortedChunkMapTests {
     }
 
     /// Checks floor, ceiling and exact lookups around every key and at random points, over all 64
-    /// bits and within the keys' range (where a bucket naming the wrong run would show).
+    /// bits and within the keys' range.
     func expectAgreement(_ map: SortedChunkMap<UInt64, Void>, _ reference: [UInt64], _ random: inout Xorshift,
                          _ label: String) {
         var probes: [UInt64] = [0, 1, .max, .max - 1]
@@ -88,22 +82,12 @@ struct SortedChunkMapTests {
         }
     }
 
-    /// Counts lookups until the buckets are built, which must take as many as there are keys.
-    func expectRebuilt(_ map: inout SortedChunkMap<UInt64, Void>, _ label: String) {
-        for _ in 0..<map.count - 1 { map.noteLookup() }
-        let early = map.bucketsAreCurrent
-        #expect(!early, "\(label): built only once lookups outnumber keys")
-        map.noteLookup()
-        let built = map.bucketsAreCurrent
-        #expect(built, "\(label): built")
-    }
-
-    /// The buckets answer as the directory's binary search does, for keys spread evenly (8 KiB
-    /// apart: every bucket a run; 12 KiB apart: blocks end inside buckets), bunched far apart (at
-    /// 0, 2^40 and the top of the range), dense (5,000 consecutive keys and one at 2^63: one
-    /// bucket holds more blocks than a bucket can count) and random over all 64 bits; any change
-    /// makes them stale, and they come back after lookups.
-    @Test func bucketsAnswerAsTheDirectorySearchDoes() {
+    /// Lookups agree with the reference for keys spread evenly, bunched far apart (at 0, 2^40 and
+    /// the top of the range), dense (5,000 consecutive keys and one at 2^63) and random over all
+    /// 64 bits, before and after each kind of change: a key removed, a key below all others, one
+    /// past the end, keys in a gap until a block splits, and enough removals for blocks to empty
+    /// and merge.
+    @Test func lookupsAgreeForEveryLayoutThroughEveryChange() {
         var random = Xorshift(state: 0x9E37_79B9_7F4A_7C15)
         let even = (0..<3000).map { UInt64($0) * 8192 + 0x1_0000_0000 }
         let uneven = (0..<3000).map { UInt64($0) * 12288 + 0x1_0000_0000 }
@@ -116,22 +100,9 @@ struct SortedChunkMapTests {
         for (name, keys) in [("even", even), ("uneven", uneven), ("bunched", bunched), ("dense", dense), ("scattered", scattered)] {
             var map = SortedChunkMap<UInt64, Void>()
             var reference = Array(Set(keys)).sorted()
-            // Ascending keys fill their blocks, so `even` has blocks of 64 and buckets of 8 keys.
+            // Ascending keys fill their blocks: `even` has blocks of 32.
             for key in name == "even" ? keys : keys.shuffled(using: &random) { map.insert(key, key &* 7, ()) }
-            expectAgreement(map, reference, &random, "\(name), directory search")
-            expectRebuilt(&map, name)
-            let kinds = map.bucketKinds
-            switch name {
-            case "even": #expect(kinds.directory == 0 && kinds.runs > 0, "\(name): \(kinds)")
-            case "uneven": #expect(kinds.directory > 0 && kinds.runs > 15 * kinds.directory, "\(name): \(kinds)")
-            default: #expect(kinds.directory > 0, "\(name): \(kinds)")
-            }
-            expectAgreement(map, reference, &random, "\(name), buckets")
-
-            // Changes, each checked at once (the buckets stale, the directory searched) and again
-            // once the buckets are back: a key removed, a key below all others, one past the end,
-            // keys in a gap a third of the way in until a block splits, and enough removals for
-            // blocks to empty and merge.
+            expectAgreement(map, reference, &random, name)
             for change in 0..<5 {
                 let countBefore = map.count
                 switch change {
@@ -154,35 +125,8 @@ struct SortedChunkMapTests {
                     reference = reference.indices.filter { $0 % 3 == 0 }.map { reference[$0] }
                 }
                 // (Keys at 0 or at the top leave nothing to insert below or past them.)
-                guard map.count != countBefore else { continue }
-                let stale = !map.bucketsAreCurrent
-                #expect(stale, "\(name), change \(change): stale")
-                expectAgreement(map, reference, &random, "\(name), right after change \(change)")
-                expectRebuilt(&map, "\(name), change \(change)")
+                #expect(map.count == reference.count || (change == 1 || change == 2) && map.count == countBefore)
                 expectAgreement(map, reference, &random, "\(name), after change \(change)")
-            }
-        }
-    }
-
-    /// A bucket's run is read eight keys long wherever it starts, the last block's end included
-    /// (the map keeps spare slots past it; a debug build checks each run as it is made): blocks
-    /// filled in order by keys whose spacing does not divide a bucket's width start runs at every
-    /// place, and every key and the gaps beside it are found through them, in maps of one block
-    /// (any with more than eight keys has buckets) to four.
-    @Test func runsReachingTheLastBlocksEndAreRead() {
-        for spacing: UInt64 in [3 * 8192, 5 * 8192, 7 * 4096] {
-            for count in stride(from: 9, through: 200, by: 7) { // from one block to four
-                var map = SortedChunkMap<UInt64, Void>()
-                let keys = (0..<UInt64(count)).map { 0x1_0000_0000 + $0 * spacing }
-                for key in keys { map.insert(key, key &* 7, ()) }
-                for _ in 0..<count { map.noteLookup() }
-                let kinds = map.bucketKinds
-                #expect(map.bucketsAreCurrent && kinds.runs > 0, "spacing \(spacing), \(count) keys: \(kinds)")
-                for (i, key) in keys.enumerated() {
-                    #expect(map.floor(key)?.value == key &* 7)
-                    #expect(map.floor(key + spacing - 1)?.key == key)
-                    #expect(map.floor(key - 1)?.key == (i > 0 ? keys[i - 1] : nil))
-                }
             }
         }
     }
@@ -191,13 +135,13 @@ struct SortedChunkMapTests {
     /// halves, so the keys a lookup searches take half the memory; any order stays correct.
     @Test func ascendingKeysFillTheirBlocks() {
         var ascending = SortedChunkMap<Int, Void>()
-        for i in 0..<(65 * 64) { ascending.insert(UInt64(i) * 8192, i, ()) }
+        for i in 0..<(65 * 32) { ascending.insert(UInt64(i) * 8192, i, ()) }
         #expect(ascending.blockCount == 65)
-        #expect(ascending.entries.map(\.value) == Array(0..<(65 * 64)))
+        #expect(ascending.entries.map(\.value) == Array(0..<(65 * 32)))
 
         var descending = SortedChunkMap<Int, Void>()
-        for i in (0..<(65 * 64)).reversed() { descending.insert(UInt64(i) * 8192, i, ()) }
-        #expect(descending.entries.map(\.value) == Array(0..<(65 * 64)))
+        for i in (0..<(65 * 32)).reversed() { descending.insert(UInt64(i) * 8192, i, ()) }
+        #expect(descending.entries.map(\.value) == Array(0..<(65 * 32)))
         #expect(descending.floor(8191)?.value == 0)
         #expect(descending.ceiling(8193)?.value == 2)
         #expect(descending.blockCount <= 65 * 2, "split in halves at worst")
