@@ -53,10 +53,11 @@ struct ResourceLimitTests {
         try attached.setIRQs(.msix, [.dataEventfd, .actionTrigger], start: 0, count: 4, fds: vectors.map(\.descriptor))
         let memory = try Memfd(size: 1 << 20)
         try attached.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Conversation.iova, size: 1 << 20), fd: memory.fd.descriptor)
+        let control = try ControlClient(path: server.controlPath)
+        _ = try control.send(.types) // answered: the server has accepted the connection
         let baseline = server.openFDCount
 
         // Instances until one cannot be made: its socket finds no fd.
-        let control = try ControlClient(path: server.controlPath)
         var made: [String] = []
         var refusal: ManagementError?
         while refusal == nil && made.count < 48 {

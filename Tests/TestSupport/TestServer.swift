@@ -1,3 +1,4 @@
+import CLinux
 import MttyDevice
 import RegionEmulation
 import Support
@@ -145,6 +146,9 @@ public final class ServerProcess {
         if let fd3 { posix_spawn_file_actions_adddup2(&actions, fd3.rawValue, 3) }
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // Only the fds given here: tests running alongside hold fds of their own without
+        // close-on-exec, which a child would otherwise inherit (and count, and keep open).
+        clinux_spawn_close_from(&actions, fd3 == nil ? 3 : 4)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

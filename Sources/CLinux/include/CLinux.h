@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sched.h>
+#include <spawn.h>
 #include <string.h>
 #include <stdint.h>
 
@@ -63,6 +64,13 @@ static inline int clinux_pin_to_cpu(int cpu) {
     unsigned long mask[16] = {0};
     mask[cpu / (8 * sizeof(unsigned long))] |= 1UL << (cpu % (8 * sizeof(unsigned long)));
     return (int)syscall(SYS_sched_setaffinity, 0, sizeof(mask), mask);
+}
+
+/// A posix_spawn action that closes every fd from `from` up (glibc 2.34, declared only under
+/// _GNU_SOURCE): a child gets the fds it is given and no others.
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+static inline int clinux_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
 
 /// rename(2) that fails with EEXIST rather than replace what is at `to` (renameat2's

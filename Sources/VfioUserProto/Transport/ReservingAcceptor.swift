@@ -45,6 +45,10 @@ public final class ReservingAcceptor: @unchecked Sendable { // Made by one threa
         } catch {
             guard error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem else { throw error }
             guard reserve != nil else { return .exhausted(error.errno) }
+            // accept(2) wants a free fd before it looks for a client: the reserve is given up only
+            // once one is waiting (or the listener is shut down, which the next accept reports).
+            var descriptor = pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)
+            while poll(&descriptor, 1, -1) < 0 && errno == EINTR {}
             reserve = nil
             do throws(TransportError) {
                 return .outOfDescriptors(try UnixSocket.accept(listener), error.errno)
