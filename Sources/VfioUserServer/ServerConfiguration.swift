@@ -1,3 +1,4 @@
+import Support
 import SystemPackage
 import VfioUserProto
 
@@ -20,6 +21,10 @@ public struct ServerConfiguration: Sendable {
     public var dmaLayout: DMATransferLayout?
     /// Print one line per message in both directions.
     public var trace = false
+    /// How long a session spins on its socket before it sleeps (see `PollPolicy`): a guest's
+    /// trapped accesses come back faster when the server is awake for them, and an idle session
+    /// closes its window and sleeps.
+    public var poll = PollPolicy.adaptive
     /// How long a server→client DMA message waits for its reply (QEMU's own default is 5 s).
     public var dmaReplyTimeoutMilliseconds = 5000
     /// Mode of the socket files (instances' and the control socket): whoever can connect drives the

@@ -36,6 +36,9 @@ struct ConfigFileTests {
         #expect(file.devices.map(\.uuid.description) == [Self.serialUUID, Self.nicUUID])
         #expect(file.devices.map(\.line) == [4, 5])
         #expect(file.devices[1].parameters == ["backend": "sink", "mac": "52:54:00:12:34:56"])
+        #expect(file.poll == nil, "sessions poll as the server's option says")
+        #expect(try parse("{\"poll\": \"off\"}").poll == .off)
+        #expect(try parse("{\"poll\": \"100\"}").poll?.maximumNanoseconds == 100_000)
     }
 
     /// Each bad file, the line the error must name, and words its reason must contain.
@@ -55,6 +58,8 @@ struct ConfigFileTests {
         ("{\n  \"pools\": {\n    \"gpus\": 4\n  }\n}", 3, "no pool named \"gpus\""),
         ("{\n  \"pools\": {\"virtio-net\": -1}\n}", 2, "size from 0 to 4096"),
         ("{\n  \"socket_dir\": 7\n}", 2, "path string"),
+        ("{\n  \"poll\": \"fast\"\n}", 2, "\"poll\" is \"adaptive\", \"off\" or a number of microseconds"),
+        ("{\n  \"poll\": 50\n}", 2, "\"poll\" is a string"),
     ]
 
     @Test(arguments: bad)

@@ -50,9 +50,13 @@ public final class MessageReceiver {
     /// System calls made, for the benchmarks' "messages per read" figure.
     public private(set) var readCalls = 0
 
-    public init(socket: FileDescriptor, maxMessageSize: Int, initialCapacity: Int = 64 * 1024) {
+    /// How long to spin on the socket before sleeping in `recvmsg` (off unless asked).
+    private var polling: AdaptivePoll
+
+    public init(socket: FileDescriptor, maxMessageSize: Int, initialCapacity: Int = 64 * 1024, poll: PollPolicy = .off) {
         self.socket = socket
         self.maxMessageSize = max(maxMessageSize, MessageHeader.size)
+        polling = AdaptivePoll(poll)
         storage = .allocate(byteCount: max(initialCapacity, 256), alignment: 16)
         control = .allocate(byteCount: clinux_cmsg_space(MemoryLayout<CInt>.size * Self.maxFDsPerMessage), alignment: 16)
     }
@@ -169,10 +173,7 @@ public final class MessageReceiver {
             message.msg_iov = iovPointer
             message.msg_iovlen = 1
             message.msg_control = control.baseAddress
-            message.msg_controllen = control.count
-            repeat {
-                received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC))
-            } while received < 0 && errno == EINTR
+            received = receive(&message)
         }
         readCalls += 1
         if received < 0 {
@@ -186,6 +187,24 @@ public final class MessageReceiver {
             attribute(fds, truncated: message.msg_flags & CInt(MSG_CTRUNC) != 0, readFrom: oldTail)
         }
         return true
+    }
+
+    /// One `recvmsg`: first spinning through the poll window, if open, then sleeping.
+    private func receive(_ message: inout msghdr) -> Int {
+        var received = -1
+        let caught = polling.spin {
+            message.msg_controllen = control.count
+            received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC | MSG_DONTWAIT))
+            return received >= 0 || (errno != EAGAIN && errno != EINTR)
+        }
+        if caught { return received }
+        return polling.sleep {
+            repeat {
+                message.msg_controllen = control.count
+                received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC))
+            } while received < 0 && errno == EINTR
+            return received
+        }
     }
 
     private func collectFDs(_ message: inout msghdr) -> [OwnedFileDescriptor] {

@@ -12,6 +12,7 @@ import Glibc
 ///       "socket_dir": "/run/vfio-user-swift",
 ///       "control": "/run/vfio-user-swift/control.sock",
 ///       "socket_mode": "0660",
+///       "poll": "adaptive",
 ///       "pools": {"virtio-net": 8},
 ///       "devices": [
 ///         {"uuid": "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c01", "type": "mtty-2"},
@@ -35,6 +36,8 @@ public struct ServerConfigFile: Sendable {
     public var controlPath: String?
     /// Mode of every socket file, e.g. 0660 for a group of QEMU users.
     public var socketMode: UInt16?
+    /// How sessions poll their sockets ("adaptive", "off" or microseconds; see `PollPolicy`).
+    public var poll: PollPolicy?
     public var pools: [String: Int] = [:]
     public var devices: [Device] = []
 
@@ -73,6 +76,10 @@ public struct ServerConfigFile: Sendable {
                 guard let value = Self.socketMode(mode) else { throw fail(at, "\"socket_mode\" is an octal mode from 0 to 0777, e.g. \"0660\"") }
                 socketMode = value
             case ("socket_mode", _): throw fail(at, "\"socket_mode\" is an octal string, e.g. \"0660\"")
+            case let ("poll", .string(text)):
+                guard let policy = PollPolicy(text) else { throw fail(at, "\"poll\" is \"adaptive\", \"off\" or a number of microseconds up to 10000") }
+                poll = policy
+            case ("poll", _): throw fail(at, "\"poll\" is a string: \"adaptive\", \"off\" or microseconds")
             case let ("pools", .object(pools)):
                 let known = Set(types.map(\.pool.name))
                 for pool in pools {
@@ -90,7 +97,7 @@ public struct ServerConfigFile: Sendable {
                     self.devices.append(try Self.device(device, at: at + [.element(index)], in: text, path: path, types: types))
                 }
             case ("devices", _): throw fail(at, "\"devices\" is an array")
-            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, pools, devices")
+            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, poll, pools, devices")
             }
         }
         var seen: [MdevUUID: Int] = [:]

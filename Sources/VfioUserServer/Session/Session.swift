@@ -49,9 +49,10 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
         self.socket = socket
         self.configuration = configuration
         self.name = name
-        receiver = MessageReceiver(socket: socket.descriptor, maxMessageSize: configuration.maxMessageSize)
+        receiver = MessageReceiver(socket: socket.descriptor, maxMessageSize: configuration.maxMessageSize, poll: configuration.poll)
         sender = MessageSender(socket: socket.descriptor)
-        dmaChannel = SessionDMAChannel(sender: sender, timeoutMilliseconds: configuration.dmaReplyTimeoutMilliseconds, name: name)
+        dmaChannel = SessionDMAChannel(sender: sender, timeoutMilliseconds: configuration.dmaReplyTimeoutMilliseconds, name: name,
+                                       poll: configuration.poll)
         dmaChannel.sessionThread = currentThreadID()
         dmaChannel.pump = { [unowned self] condition, milliseconds in pumpUntil(condition, milliseconds: milliseconds) }
     }

@@ -40,10 +40,14 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         var reply: (MessageHeader, [UInt8])?
     }
 
-    init(sender: MessageSender, timeoutMilliseconds: Int, name: String) {
+    /// How long a device thread spins for its reply before it sleeps.
+    private var replyPoll: AdaptivePoll
+
+    init(sender: MessageSender, timeoutMilliseconds: Int, name: String, poll: PollPolicy = .off) {
         self.sender = sender
         self.name = name
         self.timeoutMilliseconds = timeoutMilliseconds
+        replyPoll = AdaptivePoll(poll)
     }
 
     /// `layout` nil: find out with the probe at the first message.
@@ -143,12 +147,18 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
             _ = lock.withLock { pending.removeValue(forKey: id) }
             throw .channel(error.errno, "\(error)")
         }
+        // Spinning for a reply that comes soon spares the wake-up: one per round trip.
+        _ = lock.withLock { replyPoll }.spin { lock.withLock { entry.reply != nil || closed } }
         let reply: (MessageHeader, [UInt8])? = lock.withLock {
-            let deadline = monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
-            while entry.reply == nil && !closed {
-                let now = monotonicNanoseconds()
-                if now >= deadline { break }
-                lock.wait(milliseconds: Int((deadline - now) / 1_000_000) + 1)
+            if entry.reply == nil && !closed {
+                let deadline = monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+                replyPoll.sleep {
+                    while entry.reply == nil && !closed {
+                        let now = monotonicNanoseconds()
+                        if now >= deadline { break }
+                        lock.wait(milliseconds: Int((deadline - now) / 1_000_000) + 1)
+                    }
+                }
             }
             pending.removeValue(forKey: id)
             return entry.reply

@@ -64,6 +64,12 @@ struct Serve: ParsableCommand {
     @Flag(name: .long, help: "Print every message in both directions, one decoded line each, on standard error.")
     var trace = false
 
+    @Option(name: .long, help: ArgumentHelp("""
+        How long a session spins on its socket before it sleeps: adaptive (the default: up to 256 µs \
+        while a client keeps it busy, nothing when idle), off, or a maximum in microseconds.
+        """, valueName: "adaptive|off|µs"))
+    var poll: String?
+
     @Option(name: .long, help: ArgumentHelp("virtio-net: attach to this TAP interface (created if missing).", valueName: "name"))
     var tap: String?
 
@@ -101,6 +107,9 @@ struct Serve: ParsableCommand {
         if let socketMode, ServerConfigFile.socketMode(socketMode) == nil {
             throw ValidationError("--socket-mode takes an octal mode from 0 to 0777, e.g. 0660, not '\(socketMode)'")
         }
+        if let poll, PollPolicy(poll) == nil {
+            throw ValidationError("--poll takes adaptive, off or a number of microseconds up to 10000, not '\(poll)'")
+        }
         if let uuid, MdevUUID(uuid) == nil { throw ValidationError("'\(uuid)' is not a UUID (8-4-4-4-12 hex digits)") }
         try ParameterOptions.validate(parameters)
         for pool in pools where pool.split(separator: "=").count != 2 || Int(pool.split(separator: "=").last!) == nil {
@@ -116,6 +125,7 @@ struct Serve: ParsableCommand {
         do throws(ConfigFileError) { file = try config.map { path throws(ConfigFileError) in try ServerConfigFile(path: path, types: DeviceTypes.all) } } catch {
             throw fatal("bad configuration: \(error)")
         }
+        if let policy = poll.flatMap(PollPolicy.init) ?? file?.poll { configuration.poll = policy }
         if let mode = socketMode.flatMap(ServerConfigFile.socketMode) ?? file?.socketMode {
             configuration.socketPermissions = FilePermissions(rawValue: CModeT(mode))
         }
