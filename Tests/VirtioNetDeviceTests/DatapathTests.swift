@@ -219,6 +219,34 @@ struct DatapathTests {
         #expect(try bed.driver.receive(count: 1).map(\.frame) == [into])
         #expect(bed.driver.client.servedRequests > 0, "the device reached memory with DMA messages")
     }
+
+    /// Every DMA read is a round trip through the client. A batch reads the available index, then
+    /// the descriptor table with the new entries in one message (the test driver lays a ring out
+    /// as Linux does: the available ring right after the table), then a read per buffer, and
+    /// `used_event` before it interrupts: 2 per two-buffer frame and about 4 more, where reading
+    /// each entry and descriptor alone cost 5 per frame. Its writes are posted, the used elements
+    /// in one message and the used index in another.
+    @Test func byMessagesABatchReadsEachRingOnceAndPostsItsWrites() throws {
+        let bed = try NetTestBed(messageMode: true)
+        try bed.up()
+        let first = NetTestBed.frame(length: 100, seed: 99) // the session's first DMA learns the client's layout
+        try bed.driver.transmit([first])
+        #expect(try bed.wireReceive() == first)
+        #expect(try bed.driver.reclaimTransmitted(waitingFor: 1) == 1)
+        guard let served = bed.driver.client.dmaHandler else { Issue.record("the driver serves no DMA"); return }
+        nonisolated(unsafe) var reads = 0, writes = 0
+        bed.driver.client.dmaHandler = DMARequestHandler(read: { reads += 1; return served.read($0, $1) },
+                                                         write: { writes += 1; return served.write($0, $1) })
+        let posted = bed.driver.client.postedRequests
+        // Fewer frames than the cable's datagram queue holds, so the device takes them in one go.
+        let frames = (0..<8).map { NetTestBed.frame(length: 200 + $0, seed: UInt8($0)) }
+        #expect(try bed.driver.transmit(frames) == 8) // header and data: two buffers a frame
+        for frame in frames { #expect(try bed.wireReceive() == frame) }
+        #expect(try bed.driver.reclaimTransmitted(waitingFor: 8) == 8)
+        #expect(reads <= 2 * frames.count + 6, "\(reads) DMA_READs for \(frames.count) frames of two buffers")
+        #expect(writes <= 3, "\(writes) DMA_WRITEs for one batch")
+        #expect(bed.driver.client.postedRequests - posted == writes, "every DMA_WRITE is posted")
+    }
 }
 
 @Suite("Two instances on a datagram cable")

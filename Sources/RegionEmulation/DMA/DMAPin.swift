@@ -75,6 +75,9 @@ public protocol DMAMessageChannel: AnyObject, Sendable {
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError)
     /// Writes client memory with one DMA_WRITE (at most `maxTransferSize` bytes).
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError)
+    /// Writes client memory with one DMA_WRITE that asks for no reply: done once the reply to a
+    /// later request on the same socket has come (the client handles messages in order).
+    func post(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError)
     /// Waits until `condition` holds. On the thread that reads the client's socket this keeps
     /// routing replies to DMA messages, so a device thread blocked on one can finish. False on timeout.
     func waitServicing(until condition: () -> Bool, milliseconds: Int) -> Bool

@@ -172,10 +172,25 @@ extension DMASpace {
 
     /// Copies `data` into client memory at `iova` (and marks the pages dirty).
     public func write(_ iova: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
+        try store(iova, data, posted: false)
+    }
+
+    /// `write`, without waiting where the memory is reached by messages: a DMA_WRITE that asks for
+    /// no reply, as a PCI Express memory write is posted. It is done once any later read returns
+    /// (the client handles messages in order), so a device reads something back, as a ring's next
+    /// index, before it raises an interrupt that announces the data. Errors the client meets are
+    /// not seen. With mmapped memory this is `write`.
+    public func post(_ iova: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
+        try store(iova, data, posted: true)
+    }
+
+    private func store(_ iova: UInt64, _ data: UnsafeRawBufferPointer, posted: Bool) throws(DMAError) {
         try copy(iova, count: data.count, access: .write) { (offset, host, count) throws(DMAError) in
             let piece = UnsafeRawBufferPointer(rebasing: data[offset ..< offset + count])
             if let host {
                 host.copyMemory(from: piece.baseAddress!, byteCount: count)
+            } else if posted {
+                try messageChannel().post(iova + UInt64(offset), from: piece)
             } else {
                 try messageChannel().write(iova + UInt64(offset), from: piece)
             }

@@ -23,6 +23,7 @@ extension VfioUserClient {
     func serveRequest(_ message: inout MessageReceiver.Message) throws(ClientError) {
         let header = message.header
         servedRequests += 1
+        if header.flags.contains(.noReply) { postedRequests += 1 }
         guard message.fds.isEmpty else { return try replyError(to: header, .invalidArgument) }
         guard header.command == .dmaRead || header.command == .dmaWrite, let dmaHandler else {
             return try replyError(to: header, .noFunction)

@@ -24,6 +24,8 @@ public final class VfioUserClient {
     public var trace: ((String) -> Void)?
     /// Server requests answered so far.
     public internal(set) var servedRequests = 0
+    /// Of those, the ones sent with No_reply (posted), which get no answer.
+    public internal(set) var postedRequests = 0
     /// Messages this client sent (requests and replies).
     public var messagesSent: Int { sender.sentCount }
 

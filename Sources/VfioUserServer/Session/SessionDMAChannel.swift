@@ -98,6 +98,11 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         if layout == .spec { try checkEcho(payload, address: address, count: data.count, layout: layout) }
     }
 
+    func post(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
+        let layout = try resolvedLayout(probing: address)
+        _ = try send(.dmaWrite, address: address, count: data.count, data: data, layout: layout, posted: true)
+    }
+
     private func checkEcho(_ payload: [UInt8], address: UInt64, count: Int, layout: DMATransferLayout) throws(DMAError) {
         let echo: DMATransferHeader? = payload.withUnsafeBytes { raw in
             var reader = ByteReader(raw)
@@ -118,9 +123,10 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         return reply
     }
 
-    /// Sends one request and waits for its reply, error replies included.
+    /// Sends one request and waits for its reply, error replies included; a posted one (No_reply)
+    /// returns once sent, with no reply.
     private func send(_ command: Command, address: UInt64, count: Int, data: UnsafeRawBufferPointer?,
-                      layout: DMATransferLayout) throws(DMAError) -> (MessageHeader, [UInt8]) {
+                      layout: DMATransferLayout, posted: Bool = false) throws(DMAError) -> (MessageHeader, [UInt8]) {
         if let sessionThread, pthread_equal(sessionThread, pthread_self()) != 0 {
             throw .channel(Errno(rawValue: EDEADLK), "message-mode DMA from the session thread")
         }
@@ -129,7 +135,7 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
             guard !closed else { throw .channel(.socketNotConnected, "client gone") }
             sent += 1
             nextID &+= 1
-            pending[nextID] = entry
+            if !posted { pending[nextID] = entry }
             return nextID
         }
         var writer = ByteWriter(capacity: 64 + (data?.count ?? 0))
@@ -137,7 +143,8 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         // 4 bytes of tail padding follow the data.
         let padding = layout == .qemu ? 4 : 0
         let payloadSize = layout.fixedSize + (data?.count ?? 0) + padding
-        MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size + payloadSize)).encode(into: &writer)
+        MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size + payloadSize),
+                      flags: posted ? [.noReply] : []).encode(into: &writer)
         DMATransferHeader(address: address, count: UInt64(count)).encode(into: &writer, layout: layout)
         if let data { writer.write(data) }
         writer.writeZeros(padding)
@@ -147,6 +154,7 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
             _ = lock.withLock { pending.removeValue(forKey: id) }
             throw .channel(error.errno, "\(error)")
         }
+        if posted { return (MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size)), []) }
         // Spinning for a reply that comes soon spares the wake-up: one per round trip.
         _ = lock.withLock { replyPoll }.spin { lock.withLock { entry.reply != nil || closed } }
         let reply: (MessageHeader, [UInt8])? = lock.withLock {

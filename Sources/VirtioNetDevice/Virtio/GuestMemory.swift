@@ -4,7 +4,7 @@ import VfioUserProto
 
 /// How a virtqueue reaches guest memory. With a translation cache, mmapped guest memory is
 /// reached through pinned pointers (ring indexes with acquire/release ordering); fd-less memory
-/// through the DMA space's copies, i.e. DMA_READ / DMA_WRITE messages. All values little-endian.
+/// through DMA_READ / DMA_WRITE messages, batched by `MessageStaging`. All values little-endian.
 ///
 /// `stopRequested` is asked before every access: once the device is told to stop, the datapath
 /// makes no further access, even in the middle of a chain.
@@ -14,12 +14,15 @@ public struct GuestMemory: Sendable {
     let cache: DMATranslationCache?
     private let cacheReference: Unmanaged<DMATranslationCache>?
     let stopRequested: @Sendable () -> Bool
+    /// What is reached by messages goes through here.
+    let staging: MessageStaging
 
     public init(dma: DMASpace, cache: DMATranslationCache? = nil, stopRequested: @escaping @Sendable () -> Bool = { false }) {
         self.dma = dma
         self.cache = cache
         cacheReference = cache.map { .passUnretained($0) }
         self.stopRequested = stopRequested
+        staging = MessageStaging(dma: dma)
     }
 
     /// A pointer to mmapped guest memory, or nil for a copy (which first checks for a stop: a DMA
@@ -73,15 +76,40 @@ public struct GuestMemory: Sendable {
 
     private func copy<T>(from address: UInt64, into value: inout T) throws(VirtqueueError) {
         let failure: DMAError? = withUnsafeMutableBytes(of: &value) { raw in
-            do throws(DMAError) { try dma.read(address, into: raw); return nil } catch { return error }
+            do throws(DMAError) { try staging.read(address, into: raw); return nil } catch { return error }
         }
         if let failure { throw .memory(failure) }
+    }
+
+    /// Whether `[address, address + count)` is reached by DMA messages rather than mapped.
+    func isReachedByMessages(_ address: UInt64, count: Int) throws(VirtqueueError) -> Bool {
+        try host(address, count, .read) == nil
+    }
+
+    /// Reads `[address, address + count)` ahead in one message where memory is reached by messages
+    /// (an indirect table); nothing where it is mapped.
+    func prefetch(_ address: UInt64, count: Int) throws(VirtqueueError) {
+        guard count > 0, try isReachedByMessages(address, count: count) else { return }
+        do { try staging.prefetch(address, count: count) } catch { throw .memory(error) }
+    }
+
+    /// Reads ranges ahead where memory is reached by messages, in one message when they lie together.
+    func prefetch(_ parts: [(address: UInt64, count: Int)]) throws(VirtqueueError) {
+        do { try staging.prefetch(parts) } catch { throw .memory(error) }
+    }
+
+    /// Forgets what `prefetch` read: the driver may have rewritten it.
+    func forgetPrefetched() { staging.invalidate() }
+
+    /// Sends the writes held back to be combined (the queue does when it publishes).
+    func flush() throws(VirtqueueError) {
+        do { try staging.flush() } catch { throw .memory(error) }
     }
 
     private func copy<T>(_ value: T, to address: UInt64) throws(VirtqueueError) {
         var value = value
         let failure: DMAError? = withUnsafeBytes(of: &value) { raw in
-            do throws(DMAError) { try dma.write(address, from: raw); return nil } catch { return error }
+            do throws(DMAError) { try staging.write(address, from: raw); return nil } catch { return error }
         }
         if let failure { throw .memory(failure) }
     }
@@ -95,7 +123,7 @@ public struct GuestMemory: Sendable {
             if let p = try host(buffer.address, count, .read) {
                 (destination.baseAddress! + offset).copyMemory(from: p, byteCount: count)
             } else {
-                do { try dma.read(buffer.address, into: UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])) }
+                do { try staging.read(buffer.address, into: UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])) }
                 catch { throw .memory(error) }
             }
             offset += count
@@ -129,7 +157,7 @@ public struct GuestMemory: Sendable {
             if let p = try host(buffer.address, count, .write) {
                 p.copyMemory(from: source.baseAddress! + offset, byteCount: count)
             } else {
-                do { try dma.write(buffer.address, from: UnsafeRawBufferPointer(rebasing: source[offset ..< offset + count])) }
+                do { try staging.write(buffer.address, from: UnsafeRawBufferPointer(rebasing: source[offset ..< offset + count])) }
                 catch { throw .memory(error) }
             }
             offset += count

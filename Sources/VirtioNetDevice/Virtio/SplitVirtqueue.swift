@@ -131,10 +131,22 @@ public struct SplitVirtqueue: Sendable {
     /// How many chains the driver has made available and the device has not taken.
     public mutating func pendingCount(_ memory: GuestMemory) throws(VirtqueueError) -> Int {
         try memory.checkStop()
+        memory.forgetPrefetched()
         let available = try availableIndex(memory)
         availableSeen = available
         let pending = available &- lastAvailable
         guard pending <= size else { throw .availableIndexJump(from: lastAvailable, to: available) }
+        let table = VirtqueueDescriptor.size * Int(size)
+        if pending > 0, try memory.isReachedByMessages(descriptorTable, count: table) {
+            // The entries just announced and the table they index, read ahead after the index
+            // (which orders them, as for a pointer): one message where the available ring follows
+            // the table, as Linux lays a ring out.
+            let first = Int(lastAvailable & (size - 1))
+            let run = min(Int(pending), Int(size) - first)
+            var parts = [(descriptorTable, table), (availableEntryAddress(lastAvailable), 2 * run)]
+            if run < Int(pending) { parts.append((availableEntryAddress(0), 2 * (Int(pending) - run))) }
+            try memory.prefetch(parts)
+        }
         return Int(pending)
     }
 
@@ -199,6 +211,7 @@ public struct SplitVirtqueue: Sendable {
                 inIndirect = true
                 table = descriptor.address
                 tableSize = UInt16(descriptor.length / 16)
+                try memory.prefetch(table, count: Int(descriptor.length))
                 index = 0
                 visited = 0
                 continue
@@ -232,6 +245,7 @@ public struct SplitVirtqueue: Sendable {
         clinux_memory_barrier() // elements before the index that exposes them
         usedIndex &+= count
         try memory.store16(usedIndexAddress, usedIndex)
+        try memory.flush() // by messages: the elements and the index go out now, posted
     }
 
     /// Returns a chain (adds and publishes one used element).
@@ -273,6 +287,7 @@ public struct SplitVirtqueue: Sendable {
         let value: UInt16? = eventIndex ? (enabled ? max16(availableSeen, lastAvailable) : nil) : (enabled ? 0 : Self.usedNoNotify)
         if let value, value != lastNotificationValue {
             try memory.store16(eventIndex ? availableEventAddress : usedRing, value)
+            try memory.flush()
             lastNotificationValue = value
         }
         clinux_memory_barrier() // before re-checking the available index
