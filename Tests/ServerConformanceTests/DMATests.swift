@@ -471,3 +471,26 @@ struct DMAConnectionTests {
         #expect(server.device.dma.mappingCount == 0)
     }
 }
+
+@Suite("Guest RAM without fds")
+struct MessageRAMAdviceTests {
+    /// A user whose QEMU maps RAM without fds hears, at start and at the first such map, what it
+    /// costs and what to write instead. ROMs (read-only, fd-less even with shared RAM) say nothing.
+    @Test func theServerSaysOnceWhatRAMWithoutAnFdCostsAndHowToFixIt() throws {
+        let server = try ServerProcess()
+        defer { _ = server.terminate() }
+        #expect(server.output.contains("memory-backend-memfd,id=mem,size=512M,share=on"), "\(server.output)")
+        #expect(server.output.contains("With plain -m every DMA is"), "\(server.output)")
+        let client = try VfioUserClient(path: server.path)
+        try client.negotiate()
+        try client.dmaMap(DMAMapRequest(flags: [.read], offset: 0, address: 0xFFFC_0000, size: 0x40000), fd: nil)
+        #expect(!server.errors.contains("without an fd"), "a ROM: \(server.errors)")
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: 0x10_0000, size: 0xFF0_0000), fd: nil)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: 0, size: 0xC_0000), fd: nil)
+        _ = try client.deviceInfo() // a round trip: both maps are handled
+        let warnings = server.errors.split(separator: "\n").filter { $0.contains("without an fd") }
+        #expect(warnings.count == 1, "\(server.errors)")
+        #expect(warnings.first?.contains("[0x100000, 0x10000000)") == true)
+        #expect(warnings.first?.contains("-object memory-backend-memfd,id=mem,size=<RAM size>,share=on -machine memory-backend=mem") == true)
+    }
+}

@@ -94,6 +94,8 @@ final class Session: @unchecked Sendable { // Used only by its own thread, excep
     /// DMA_MAPs seen, with and without an fd.
     var mapsWithFD = 0
     var mapsWithoutFD = 0
+    /// Whether the session said, once, what guest RAM without fds costs.
+    var warnedAboutMessageRAM = false
 
     private func end() {
         ServerLog.info("\(name): session summary: \(handledCount) messages handled (\(postedCount) posted), \(dmaChannel.messagesSent) DMA messages sent, "

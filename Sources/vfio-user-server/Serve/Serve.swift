@@ -145,6 +145,7 @@ struct Serve: ParsableCommand {
             if let file {
                 do throws(ConfigFileError) {
                     for instance in try file.start(on: manager) { announcements.append(Self.announcement(instance)) }
+                    if !file.devices.isEmpty { announcements.append(Self.sharedMemoryAdvice) }
                 } catch {
                     throw fatal("bad configuration: \(error)")
                 }
@@ -225,7 +226,7 @@ struct Serve: ParsableCommand {
             -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem \\
             -device '\(DefaultPaths.qemuDevice(socket: path))' \\
             -kernel bzImage -append 'console=ttyS0 8250.nr_uarts=16' -nographic
-        (memfd-backed RAM lets the server map guest memory; with plain -m it uses DMA messages.)
+        \(Self.sharedMemoryAdvice)
         Stop with Ctrl-C or SIGTERM.
         """
         if let net = instance.device.model as? VirtioNetDevice {
@@ -233,6 +234,13 @@ struct Serve: ParsableCommand {
         }
         return text
     }
+
+    /// What guest RAM without fds costs, and the fix, beside every -device line printed.
+    static let sharedMemoryAdvice = """
+    Give QEMU shared RAM (-object memory-backend-memfd,id=mem,size=<RAM size>,share=on \\
+    -machine memory-backend=mem) so that the server maps guest memory. With plain -m every DMA is
+    a message through QEMU: several times slower.
+    """
 
     static func announcement(_ instance: MediatedDeviceInstance) -> String {
         let path = instance.socketPath ?? "?"
