@@ -1,30 +1,62 @@
 #!/usr/bin/env bash
 # Benchmarks measured from inside a real guest (QEMU 11.1.3, TCG, the end-to-end tree), each beside
-# its reference from the same run:
-#   - framebuffer fill: 8-byte stores into an mbochs-small's BAR0, mapped (the client maps the
-#     framebuffer's memfd) against the same BAR trapped (--param mmap=off: every store a message).
-# Needs root (as the end-to-end tests). BENCH_SECONDS sets how long each figure is measured (3).
+# its reference from the same boot, in interleaved rounds:
+#   - trapped register reads, ns per read: an mtty I/O port and an mbochs MMIO register, from a
+#     server that polls its socket and from one that does not, beside the same registers of
+#     devices QEMU emulates itself (COM1's 16550, a bochs-display); the servers' CPU meanwhile and
+#     while the guest idles;
+#   - framebuffer fill: 8-byte stores into an mbochs BAR0, mapped against trapped (mmap=off);
+#   - TCP both ways through our virtio-net and through QEMU's own virtio-net-pci, each on its own
+#     TAP, with memfd guest RAM and again with plain RAM; every byte is checked where it arrives.
+# Needs root, as the end-to-end tests. BENCH_ROUNDS (5), BENCH_SECONDS (fill, 3), BENCH_MIB (TCP
+# with memfd RAM, 32) and BENCH_PLAIN_MIB (plain RAM, 8) size it; BENCH_POLL sets the polling
+# servers' --poll (adaptive); SERVER_BIN measures another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-packages.sh build e2e
-swift build -c release --product vfio-user-server >&2
-export SERVER_BIN=$PWD/.build/release/vfio-user-server
-source Tests/e2e/lib.sh
-e2e_setup guest-bench
-server_start mapped.sock --type mbochs-small --param mmap=on
-server_start trapped.sock --type mbochs-small --param mmap=off
-device() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s/%s"},"addr":"%s"}' "$guest_dir" "$1" "$2"; }
-GUEST_ARGS="e2e.seconds=${BENCH_SECONDS:-3}" e2e_boot guest-bench -device "$(device mapped.sock 0x10)" -device "$(device trapped.sock 0x11)"
-check_guest_clean
-mapped=$(sed -n 's/^E2E-BENCH fill-10 [^ ]* \([0-9]*\) bytes.*/\1/p' "$work/console.log" | tr -d '\r')
-trapped=$(sed -n 's/^E2E-BENCH fill-11 [^ ]* \([0-9]*\) bytes.*/\1/p' "$work/console.log" | tr -d '\r')
-[ -n "$mapped" ] && [ -n "$trapped" ] || fail "no fill figures: $(grep E2E-BENCH "$work/console.log")"
-server_stop
-echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r); guest under TCG"
+if [ -z "${SERVER_BIN:-}" ]; then
+  swift build -c release --product vfio-user-server >&2
+  export SERVER_BIN=$PWD/.build/release/vfio-user-server
+fi
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+MEMORY=memfd BENCH_PARTS=reads,fill,net RESULTS=$results/memfd Tests/e2e/guest-bench.sh >&2
+MEMORY=anon BENCH_PARTS=net BENCH_MIB=${BENCH_PLAIN_MIB:-8} RESULTS=$results/anon Tests/e2e/guest-bench.sh >&2
+
+# figure FILE KEY: the median of the values under KEY.
+figure() { awk -v k="$2" '$1 == k { print $2 }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'; }
+m=$results/memfd a=$results/anon
+echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r); guest under TCG, ${BENCH_ROUNDS:-5} rounds"
+echo
+echo "Trapped register reads from the guest, ns per read (each run's median and mean; the median of the runs)"
+printf '  %-46s %9s %9s\n' "" median mean
+for row in "mtty-poll|mtty I/O port, our server polling" "mtty-nopoll|mtty I/O port, our server not polling" \
+           "qemu-16550|16550 I/O port emulated by QEMU" "mbochs-poll|mbochs MMIO register, our server polling" \
+           "mbochs-nopoll|mbochs MMIO register, our server not polling" "qemu-bochs-display|bochs-display MMIO register emulated by QEMU"; do
+  printf '  %-46s %9.0f %9.0f\n' "${row#*|}" "$(figure $m read-${row%%|*})" "$(figure $m mean-${row%%|*})"
+done
+for stat in read mean; do
+  awk -v s=$stat -v a="$(figure $m $stat-mtty-nopoll)" -v b="$(figure $m $stat-mtty-poll)" -v c="$(figure $m $stat-mbochs-nopoll)" -v d="$(figure $m $stat-mbochs-poll)" \
+    'BEGIN { printf "  polling, by the %s: reads %.2fx as fast (I/O port), %.2fx (MMIO)\n", s == "read" ? "median" : "mean", a / b, c / d }'
+done
+awk '$1 == "clock-ticks" { hz = $2 } $1 ~ /^cpu-/ { t[$1] = $2; p[$1] = $3; s[$1] = $4 }
+  END {
+    w = t["cpu-idle"] - t["cpu-reads"]; i = t["cpu-idle-end"] - t["cpu-idle"]
+    printf "  servers'\'' CPU during the reads: polling %.0f%%, not polling %.0f%% of one CPU\n", 100 * (p["cpu-idle"] - p["cpu-reads"]) / hz / w, 100 * (s["cpu-idle"] - s["cpu-reads"]) / hz / w
+    printf "  servers'\'' CPU while the guest idles (%.1f s): polling %.1f%%, not polling %.1f%%\n", i, 100 * (p["cpu-idle-end"] - p["cpu-idle"]) / hz / i, 100 * (s["cpu-idle-end"] - s["cpu-idle"]) / hz / i
+  }' "$m"
 echo
 echo "Framebuffer fill from the guest (8-byte stores to BAR0 of an mbochs-small, ${BENCH_SECONDS:-3} s each)"
-awk -v m="$mapped" -v t="$trapped" 'BEGIN {
-  printf "  %-34s %14.2f MB/s\n", "BAR0 mapped (the client maps it)", m / 1e6
-  printf "  %-34s %14.4f MB/s\n", "BAR0 trapped (mmap=off)", t / 1e6
-  printf "  %-34s %14.0fx\n", "mapped / trapped", m / t
-}'
+awk -v mp="$(figure $m fill-mapped)" -v tr="$(figure $m fill-trapped)" 'BEGIN {
+  printf "  %-34s %12.2f MB/s\n  %-34s %12.4f MB/s\n  %-34s %12.0fx\n", "BAR0 mapped (the client maps it)", mp / 1e6, "BAR0 trapped (mmap=off)", tr / 1e6, "mapped / trapped", mp / tr }'
+echo
+echo "TCP through virtio-net, MB/s (median of the rounds; every byte checked where it arrived)"
+printf '  %-28s %8s %8s %7s\n' "" ours "QEMU's" ratio
+for memory in memfd anon; do
+  for way in tx rx; do
+    f=$results/$memory
+    [ $way = tx ] && what="guest to host" || what="host to guest"
+    [ $memory = memfd ] && label="memfd RAM, $what" || label="plain RAM, $what"
+    awk -v l="$label" -v o="$(figure $f $way-ours)" -v q="$(figure $f $way-qemu)" 'BEGIN { printf "  %-28s %8.1f %8.1f %6.2fx\n", l, o, q, o / q }'
+  done
+done

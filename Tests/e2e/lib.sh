@@ -142,7 +142,7 @@ relay_stop() {
 }
 device_json() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"%s/%s"}}' "$guest_dir" "$1"; }
 
-# e2e_initramfs: busybox, the guest test scripts, fbtool (static), and the kernel modules the tests
+# e2e_initramfs: busybox, the guest test scripts, fbtool and iobench (static), and the kernel modules the tests
 # load (xz-unpacked: busybox insmod cannot read .ko.xz).
 e2e_initramfs() {
   local stage=$work/initramfs
@@ -151,6 +151,7 @@ e2e_initramfs() {
   cp "$E2E_DIR/guest/init" "$stage/init"
   cp "$E2E_DIR"/guest/*.sh "$stage/tests/"
   gcc -static -O2 -Wall -o "$stage/tests/fbtool" "$E2E_DIR/guest/fbtool.c" || fail "cannot build the guest's fbtool"
+  gcc -static -O2 -Wall -o "$stage/tests/iobench" "$E2E_DIR/guest/iobench.c" || fail "cannot build the guest's iobench"
   chmod +x "$stage/init" "$stage"/tests/*.sh
   local module
   for module in net/core/failover drivers/net/net_failover drivers/net/virtio_net \
