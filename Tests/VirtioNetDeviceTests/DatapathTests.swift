@@ -247,6 +247,34 @@ struct DatapathTests {
         #expect(writes <= 3, "\(writes) DMA_WRITEs for one batch")
         #expect(bed.driver.client.postedRequests - posted == writes, "every DMA_WRITE is posted")
     }
+
+    /// What one queue read ahead stays until that queue looks at its ring again, whatever the
+    /// other queues do meanwhile: with traffic both ways, no descriptor is read by a message of
+    /// its own. (A receive batch's table must survive the acknowledgements the guest transmits.)
+    @Test func byMessagesEachQueueKeepsWhatItReadAhead() throws {
+        let bed = try NetTestBed(messageMode: true)
+        try bed.up()
+        try bed.driver.postReceiveBuffers(64)
+        guard let served = bed.driver.client.dmaHandler else { Issue.record("the driver serves no DMA"); return }
+        let tables = [bed.driver.rx, bed.driver.tx].map { queue in
+            queue!.descriptorTable ..< queue!.descriptorTable + 16 * UInt64(queue!.size)
+        }
+        nonisolated(unsafe) var singleDescriptorReads = 0
+        bed.driver.client.dmaHandler = DMARequestHandler(read: { address, buffer in
+            if buffer.count == 16 && tables.contains(where: { $0.contains(address) }) { singleDescriptorReads += 1 }
+            return served.read(address, buffer)
+        }, write: served.write)
+        for round in 0..<24 {
+            let out = NetTestBed.frame(length: 100 + round, seed: UInt8(round))
+            let into = NetTestBed.frame(length: 200 + round, seed: UInt8(100 + round))
+            try bed.driver.transmit([out])
+            bed.wireSend(into)
+            #expect(try bed.wireReceive() == out)
+            #expect(try bed.driver.receive(count: 1).map(\.frame) == [into])
+            _ = try bed.driver.reclaimTransmitted(waitingFor: 1)
+        }
+        #expect(singleDescriptorReads == 0)
+    }
 }
 
 @Suite("Two instances on a datagram cable")

@@ -21,8 +21,10 @@ if [ "${MEMORY:-memfd}" = anon ]; then
   [ "$maps_fd" -eq 0 ] && [ "$dma_messages" -gt 1000 ] || fail "anonymous RAM should mean DMA by messages: $summary"
   grep -q "speaks the spec's DMA_READ/WRITE layout" "$work/server-net.sock.log" || fail "the DMA layout probe did not find the spec's layout"
   log "ok: every DMA went through messages ($dma_messages DMA_READ/DMA_WRITE; QEMU speaks the spec's layout)"
+  [ "$(grep -c "without an fd.*share=on" "$work/server-net.sock.log")" -eq 1 ] || fail "the server did not say once what RAM without fds costs"
 else
   [ "$maps_fd" -gt 0 ] && [ "$dma_messages" -eq 0 ] || fail "memfd RAM should mean DMA through mmap: $summary"
+  ! grep -q "without an fd" "$work/server-net.sock.log" || fail "a warning about RAM without fds, with shared RAM (QEMU's ROMs are read-only)"
   log "ok: DMA went through mmapped guest memory ($maps_fd DMA maps with an fd, no DMA messages)"
 fi
 log "PASS"

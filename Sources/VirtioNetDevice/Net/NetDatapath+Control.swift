@@ -18,8 +18,7 @@ extension NetDatapath {
             guard try queue.pop(into: &controlChain, memory) else {
                 // Idle: ask for a kick, then look once more. The driver spins on each command's
                 // used entry and may add the next one before avail_event moved; it would not kick.
-                try queue.setNotifications(true, memory)
-                if try queue.pendingCount(memory) > 0 { continue }
+                if try queue.setNotifications(true, memory), try queue.pendingCount(memory) > 0 { continue }
                 break
             }
             let chain = controlChain

@@ -82,9 +82,8 @@ extension NetDatapath {
             }
         }
         if delivered == 0 && pendingFrameLength == 0 {
-            try queue.setNotifications(true, memory)
             // Buffers added while we were asking for a kick would get none: look once more.
-            if receiveStarved, try queue.pendingCount(memory) > 0 {
+            if try queue.setNotifications(true, memory), receiveStarved, try queue.pendingCount(memory) > 0 {
                 receiveStarved = false
                 return true
             }

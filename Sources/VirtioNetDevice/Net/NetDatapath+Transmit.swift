@@ -15,6 +15,7 @@ extension NetDatapath {
         guard var queue = tx else { return false }
         defer { tx = queue }
         var done = 0
+        transmitIdle = false
         while true {
             var pending: UInt16 = 0
             var sent = 0, bytes = 0, dropped = 0
@@ -56,8 +57,8 @@ extension NetDatapath {
             guard pending > 0 else {
                 if transmitBlocked { return done > 0 }
                 // Idle: ask for a kick, then look once more for what raced with that request.
-                try queue.setNotifications(true, memory)
-                if try queue.pendingCount(memory) > 0 { continue }
+                if try queue.setNotifications(true, memory), try queue.pendingCount(memory) > 0 { continue }
+                transmitIdle = true
                 return done > 0
             }
             done += Int(pending)

@@ -104,6 +104,10 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
     @exclusivity(unchecked) var receiveStarved = false
     /// The backend refused a frame as full (`NetSendOutcome.full`): transmit waits for room.
     @exclusivity(unchecked) var transmitBlocked = false
+    /// The transmit ring was empty after the device asked for kicks: the driver kicks when it adds
+    /// a frame, so the ring is not looked at until then (with memory reached by messages, every
+    /// look at it costs two round trips).
+    @exclusivity(unchecked) var transmitIdle = false
 
     /// Throws when the process is out of fds (the wake-up eventfd) or threads.
     init(backend: NetBackend, transport: VirtioPCITransport) throws(Errno) {
@@ -222,7 +226,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
                 do {
                     let kicked = kicks.exchange(0, ordering: .sequentiallyConsistent)
                     if ctrl != nil, kicked & (1 << VirtioNetDevice.controlQueue) != 0 { try serveControl(memory) }
-                    worked = try transmit(memory) || worked
+                    if !transmitIdle || kicked & (1 << VirtioNetDevice.transmitQueue) != 0 { worked = try transmit(memory) || worked }
                     worked = try receive(memory) || worked
                 } catch .stopped {
                     continue // a start or stop is pending: apply it
@@ -249,6 +253,7 @@ final class NetDatapath: @unchecked Sendable { // Cross-thread state is atomic o
         pendingFrameLength = 0
         receiveStarved = false
         transmitBlocked = false
+        transmitIdle = false
         cache?.releaseAll() // no rings in use: an unmap need not wait for us
         epoch = requested
         acknowledgedEpoch.store(requested, ordering: .sequentiallyConsistent)

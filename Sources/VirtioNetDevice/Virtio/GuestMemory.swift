@@ -86,20 +86,20 @@ public struct GuestMemory: Sendable {
         try host(address, count, .read) == nil
     }
 
-    /// Reads `[address, address + count)` ahead in one message where memory is reached by messages
-    /// (an indirect table); nothing where it is mapped.
-    func prefetch(_ address: UInt64, count: Int) throws(VirtqueueError) {
+    /// Reads a queue's ranges ahead (its table and new entries), in one message where they lie
+    /// together; for memory reached by messages (see `isReachedByMessages`).
+    func prefetch(_ parts: [(address: UInt64, count: Int)], queue: UInt64) throws(VirtqueueError) {
+        do { try staging.prefetch(parts, queue: queue) } catch { throw .memory(error) }
+    }
+
+    /// Reads an indirect table ahead where memory is reached by messages; nothing where it is mapped.
+    func prefetchIndirect(_ address: UInt64, count: Int) throws(VirtqueueError) {
         guard count > 0, try isReachedByMessages(address, count: count) else { return }
-        do { try staging.prefetch(address, count: count) } catch { throw .memory(error) }
+        do { try staging.prefetchIndirect(address, count: count) } catch { throw .memory(error) }
     }
 
-    /// Reads ranges ahead where memory is reached by messages, in one message when they lie together.
-    func prefetch(_ parts: [(address: UInt64, count: Int)]) throws(VirtqueueError) {
-        do { try staging.prefetch(parts) } catch { throw .memory(error) }
-    }
-
-    /// Forgets what `prefetch` read: the driver may have rewritten it.
-    func forgetPrefetched() { staging.invalidate() }
+    /// Forgets what a queue read ahead: the driver may have rewritten it.
+    func forgetPrefetched(queue: UInt64) { staging.forget(queue: queue) }
 
     /// Sends the writes held back to be combined (the queue does when it publishes).
     func flush() throws(VirtqueueError) {

@@ -2,7 +2,7 @@ import RegionEmulation
 
 /// Guest memory reached by DMA messages (a client that maps RAM without fds), in fewer of them.
 /// Each read is a round trip through the client, so a queue's parts are read whole once per
-/// batch (the available ring's new entries, the descriptor table, an indirect table) and served
+/// batch (its descriptor table and the available ring's new entries, an indirect table) and served
 /// from those windows. Writes are posted (no reply to wait for) and contiguous ones, such as a
 /// batch's used elements, go out as one.
 ///
@@ -12,20 +12,29 @@ import RegionEmulation
 /// Owned by the datapath thread.
 final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestMemory.
     private struct Window {
+        /// The queue whose batch read it (its descriptor table's address).
+        var queue: UInt64
         var start: UInt64
         var bytes: [UInt8]
+
+        func covers(_ address: UInt64, _ count: Int) -> Bool {
+            address >= start && address - start <= UInt64(bytes.count) && bytes.count - Int(address - start) >= count
+        }
     }
 
     let dma: DMASpace
-    /// The newest windows, at most `maxWindows`; dropped by `invalidate` (the driver may rewrite
-    /// them once it has seen the used elements of the chains they described).
+    /// Each queue's windows from its last batch; a queue's next look at its available index drops
+    /// them (the driver may rewrite what they hold once it has seen the chains used).
     private var windows: [Window] = []
-    private var nextWindow = 0
-    private static let maxWindows = 8
+    /// The indirect table of the chain being read.
+    private var indirect: Window?
     /// Bytes written but not sent yet, starting at `heldStart`.
     private var held: [UInt8] = []
     private var heldStart: UInt64 = 0
     private static let maxHeld = 64 * 1024
+    /// A gap between two ranges read ahead that is read along rather than costing a second round
+    /// trip, which takes longer than a few KiB more in one message.
+    private static let maxGap = 4096
 
     init(dma: DMASpace) {
         self.dma = dma
@@ -33,14 +42,15 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
     }
 
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        for window in windows where address >= window.start && address - window.start <= UInt64(window.bytes.count)
-            && window.bytes.count - Int(address - window.start) >= buffer.count {
-            let offset = Int(address - window.start)
-            window.bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset ..< offset + buffer.count])) }
-            return
-        }
+        if let window = indirect, window.covers(address, buffer.count) { return copy(window, address, into: buffer) }
+        for window in windows where window.covers(address, buffer.count) { return copy(window, address, into: buffer) }
         try flush(overlapping: address, count: buffer.count)
         try dma.read(address, into: buffer)
+    }
+
+    private func copy(_ window: Window, _ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) {
+        let offset = Int(address - window.start)
+        window.bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset ..< offset + buffer.count])) }
     }
 
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
@@ -69,48 +79,44 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
         if !held.isEmpty && address < heldStart + UInt64(held.count) && heldStart < address + UInt64(count) { try flush() }
     }
 
-    /// Reads `[address, address + count)` in one message; later reads inside it come from here.
-    func prefetch(_ address: UInt64, count: Int) throws(DMAError) {
-        guard count > 0 else { return }
+    /// `[address, address + count)` in one message.
+    private func fetch(_ address: UInt64, count: Int) throws(DMAError) -> [UInt8] {
         try flush(overlapping: address, count: count)
         var bytes = [UInt8](repeating: 0, count: count)
         let failure: DMAError? = bytes.withUnsafeMutableBytes { bytes in
             do throws(DMAError) { try dma.read(address, into: bytes); return nil } catch { return error }
         }
         if let failure { throw failure }
-        keep(Window(start: address, bytes: bytes))
+        return bytes
     }
 
-    /// Reads several ranges ahead: in one message when they lie close together (gaps of at most
-    /// `maxGap` bytes, which are read and dropped: a round trip costs more than a few KiB more in
-    /// one), otherwise one each.
-    func prefetch(_ parts: [(address: UInt64, count: Int)]) throws(DMAError) {
+    /// Reads a queue's ranges ahead, replacing its windows: in one message when they lie close
+    /// together, otherwise one each.
+    func prefetch(_ parts: [(address: UInt64, count: Int)], queue: UInt64) throws(DMAError) {
+        forget(queue: queue)
         let parts = parts.filter { $0.count > 0 }
         guard let start = parts.map(\.address).min(), let end = parts.map({ $0.address + UInt64($0.count) }).max() else { return }
         guard end - start <= UInt64(parts.reduce(0) { $0 + $1.count } + Self.maxGap) else {
-            for part in parts { try prefetch(part.address, count: part.count) }
+            for part in parts { windows.append(Window(queue: queue, start: part.address, bytes: try fetch(part.address, count: part.count))) }
             return
         }
-        try prefetch(start, count: Int(end - start))
-        let span = windows[nextWindow].bytes
-        windows.remove(at: nextWindow)
+        let span = try fetch(start, count: Int(end - start))
         for part in parts {
             let offset = Int(part.address - start)
-            keep(Window(start: part.address, bytes: Array(span[offset ..< offset + part.count])))
-        }
-    }
-    private static let maxGap = 4096
-
-    /// Adds a window, replacing the oldest once there are `maxWindows`.
-    private func keep(_ window: Window) {
-        if windows.count < Self.maxWindows {
-            windows.append(window)
-            nextWindow = windows.count - 1
-        } else {
-            nextWindow = (nextWindow + 1) % Self.maxWindows
-            windows[nextWindow] = window
+            windows.append(Window(queue: queue, start: part.address, bytes: Array(span[offset ..< offset + part.count])))
         }
     }
 
-    func invalidate() { windows.removeAll(keepingCapacity: true) }
+    /// Reads an indirect table ahead, in place of the last one.
+    func prefetchIndirect(_ address: UInt64, count: Int) throws(DMAError) {
+        indirect = nil
+        guard count > 0 else { return }
+        indirect = Window(queue: 0, start: address, bytes: try fetch(address, count: count))
+    }
+
+    /// Drops what a queue's last batch read ahead.
+    func forget(queue: UInt64) {
+        windows.removeAll { $0.queue == queue }
+        indirect = nil
+    }
 }

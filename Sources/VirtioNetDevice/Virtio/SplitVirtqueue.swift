@@ -131,7 +131,7 @@ public struct SplitVirtqueue: Sendable {
     /// How many chains the driver has made available and the device has not taken.
     public mutating func pendingCount(_ memory: GuestMemory) throws(VirtqueueError) -> Int {
         try memory.checkStop()
-        memory.forgetPrefetched()
+        memory.forgetPrefetched(queue: descriptorTable)
         let available = try availableIndex(memory)
         availableSeen = available
         let pending = available &- lastAvailable
@@ -145,7 +145,7 @@ public struct SplitVirtqueue: Sendable {
             let run = min(Int(pending), Int(size) - first)
             var parts = [(descriptorTable, table), (availableEntryAddress(lastAvailable), 2 * run)]
             if run < Int(pending) { parts.append((availableEntryAddress(0), 2 * (Int(pending) - run))) }
-            try memory.prefetch(parts)
+            try memory.prefetch(parts, queue: descriptorTable)
         }
         return Int(pending)
     }
@@ -211,7 +211,7 @@ public struct SplitVirtqueue: Sendable {
                 inIndirect = true
                 table = descriptor.address
                 tableSize = UInt16(descriptor.length / 16)
-                try memory.prefetch(table, count: Int(descriptor.length))
+                try memory.prefetchIndirect(table, count: Int(descriptor.length))
                 index = 0
                 visited = 0
                 continue
@@ -281,16 +281,21 @@ public struct SplitVirtqueue: Sendable {
     /// With EVENT_IDX this writes `avail_event`: the available index last seen, so that the next
     /// chain the driver adds is kicked (as vhost does; the last one consumed would be wrong while
     /// chains the device could not use yet are still pending). Otherwise the used ring's NO_NOTIFY flag.
-    public mutating func setNotifications(_ enabled: Bool, _ memory: GuestMemory) throws(VirtqueueError) {
+    ///
+    /// Returns whether it wrote the field. Only then must the caller look at the available index
+    /// once more, for chains the driver added before it could see the request: after an earlier
+    /// write the caller looked already, and nothing changed since.
+    @discardableResult
+    public mutating func setNotifications(_ enabled: Bool, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
         // The field is the device's alone: write it only when it changes (one store less per
         // idle turn, one DMA message less with fd-less memory, and no page dirtied for nothing).
         let value: UInt16? = eventIndex ? (enabled ? max16(availableSeen, lastAvailable) : nil) : (enabled ? 0 : Self.usedNoNotify)
-        if let value, value != lastNotificationValue {
-            try memory.store16(eventIndex ? availableEventAddress : usedRing, value)
-            try memory.flush()
-            lastNotificationValue = value
-        }
+        guard let value, value != lastNotificationValue else { return false }
+        try memory.store16(eventIndex ? availableEventAddress : usedRing, value)
+        try memory.flush()
+        lastNotificationValue = value
         clinux_memory_barrier() // before re-checking the available index
+        return true
     }
 }
 
