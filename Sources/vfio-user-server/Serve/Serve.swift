@@ -239,7 +239,7 @@ struct Serve: ParsableCommand {
     static let sharedMemoryAdvice = """
     Give QEMU shared RAM (-object memory-backend-memfd,id=mem,size=<RAM size>,share=on \\
     -machine memory-backend=mem) so that the server maps guest memory. With plain -m every DMA is
-    a message through QEMU: several times slower.
+    a message through QEMU, which costs a NIC speed and both sides CPU.
     """
 
     static func announcement(_ instance: MediatedDeviceInstance) -> String {
