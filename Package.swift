@@ -76,10 +76,13 @@ let package = Package(
                 path: "Tests/TestSupport", swiftSettings: strict),
         // Fuzzing (scripts/fuzz.sh builds these with -DFUZZING -sanitize=fuzzer); a plain build replays
         // inputs and writes the seed corpus, and FuzzCorpusTests replays the corpus in `swift test`.
-        .target(name: "FuzzHarness", dependencies: ["VfioUserServer", "MttyDevice", "VfioUserProto", "RegionEmulation", "TestSupport", "CLinux", "Support"],
+        .target(name: "FuzzHarness", dependencies: ["VfioUserServer", "MttyDevice", "VirtioNetDevice", "MbochsDevice", "VfioUserProto", "RegionEmulation", "TestSupport",
+                                                    "CLinux", "Support"],
                 path: "Tests/Fuzz/Harness", swiftSettings: strict),
         .executableTarget(name: "fuzz-decoder", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Decoder", swiftSettings: strict),
         .executableTarget(name: "fuzz-session", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Session", swiftSettings: strict),
+        .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Virtqueue", swiftSettings: strict),
+        .executableTarget(name: "fuzz-mbochs", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Mbochs", swiftSettings: strict),
         .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport", "Support", system], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "VfioUserProto", "TestSupport", "Support", system], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice", "RegionEmulation"], swiftSettings: strict),

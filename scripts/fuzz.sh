@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (with AddressSanitizer) and runs each for SECONDS (default 60).
-#   scripts/fuzz.sh [SECONDS] [decoder|session]...
+#   scripts/fuzz.sh [SECONDS] [decoder|session|virtqueue|mbochs]...
 # New inputs go to a scratch corpus under .build/fuzz-corpus (the committed seeds in
 # Tests/Fuzz/corpus are read, never written); a crash leaves its input in .build/fuzz-crashes and
 # fails the run: copy it to Tests/Fuzz/regressions/<target>/ with a name saying what it broke.
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(decoder session)
+[ ${#targets[@]} -eq 0 ] && targets=(decoder session virtqueue mbochs)
 flags=(--scratch-path .build/fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING)
 mkdir -p .build/fuzz-crashes
 for target in "${targets[@]}"; do

@@ -149,8 +149,9 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
 
     static let controlOK: UInt8 = 0, controlError: UInt8 = 1
 
-    /// Applies one control command; returns the ack byte.
-    func control(class commandClass: UInt8, command: UInt8, data: [UInt8], features: VirtioFeatures) -> UInt8 {
+    /// Applies one control command (the class and command bytes, then the data); returns the ack
+    /// byte. The datapath calls it for each control-queue chain; the fuzzers too.
+    public func control(class commandClass: UInt8, command: UInt8, data: [UInt8], features: VirtioFeatures) -> UInt8 {
         switch (commandClass, command) {
         case (0, 0), (0, 1): // VIRTIO_NET_CTRL_RX: PROMISC, ALLMULTI
             guard features.contains(.netControlRx), data.count == 1 else { return Self.controlError }
