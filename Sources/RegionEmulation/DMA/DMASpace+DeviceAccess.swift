@@ -177,9 +177,9 @@ extension DMASpace {
 
     /// `write`, without waiting where the memory is reached by messages: a DMA_WRITE that asks for
     /// no reply, as a PCI Express memory write is posted. It is done once any later read returns
-    /// (the client handles messages in order), so a device reads something back, as a ring's next
-    /// index, before it raises an interrupt that announces the data. Errors the client meets are
-    /// not seen. With mmapped memory this is `write`.
+    /// (the client handles messages in order), so a device reads something back (a virtqueue, the
+    /// driver's `used_event`) before it raises an interrupt that announces the data. Errors the
+    /// client meets are not seen. With mmapped memory this is `write`.
     public func post(_ iova: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
         try store(iova, data, posted: true)
     }
