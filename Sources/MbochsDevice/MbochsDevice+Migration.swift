@@ -14,24 +14,16 @@ extension MbochsDevice: MigratableDevice {
     /// No DMA to stop apart (P2P), and a header to send early (PRE_COPY).
     public var migrationCapabilities: MigrationCapabilities { [.stopCopy, .p2p, .preCopy] }
 
-    public func migrationHeader() -> [UInt8] {
-        var writer = ByteWriter(capacity: 24)
-        writer.write(Self.migrationMagic)
-        writer.write(Self.migrationVersion.major)
-        writer.write(Self.migrationVersion.minor)
-        writer.write(UInt64(memorySize))
-        return writer.bytes
+    /// The shape: the framebuffer's size in bytes.
+    var header: MigrationHeader {
+        MigrationHeader(magic: Self.migrationMagic, major: Self.migrationVersion.major, minor: Self.migrationVersion.minor,
+                        shape: UInt64(memorySize))
     }
 
+    public func migrationHeader() -> [UInt8] { header.bytes }
+
     public func checkMigrationHeader(_ header: [UInt8]) throws(MigrationError) {
-        let fields = try? ByteReader.decode(header, whole: true) { (r: inout ByteReader) throws(ProtocolError) in
-            (try r.read(UInt64.self), try r.read(UInt32.self), try r.read(UInt32.self), try r.read(UInt64.self))
-        }
-        guard let (magic, major, minor, memory) = fields else { throw .invalidStream("mbochs header of \(header.count) bytes, not 24") }
-        guard magic == Self.migrationMagic else { throw .invalidStream("not an mbochs state (magic 0x\(String(magic, radix: 16)))") }
-        guard major == Self.migrationVersion.major, minor == Self.migrationVersion.minor else {
-            throw .invalidStream("mbochs state version \(major).\(minor); this device reads 1.0")
-        }
+        let memory = try self.header.shape(of: header, model: "an mbochs")
         guard memory == UInt64(memorySize) else {
             throw .invalidStream("the source has a \(memory >> 20) MiB framebuffer; this one has \(memorySize >> 20) MiB")
         }

@@ -13,25 +13,17 @@ extension MttyDevice: MigratableDevice {
     /// As the sample: no DMA to stop apart (P2P), and a header to send early (PRE_COPY).
     public var migrationCapabilities: MigrationCapabilities { [.stopCopy, .p2p, .preCopy] }
 
-    public func migrationHeader() -> [UInt8] {
-        var writer = ByteWriter(capacity: 24)
-        writer.write(Self.migrationMagic)
-        writer.write(Self.migrationVersion.major)
-        writer.write(Self.migrationVersion.minor)
-        writer.write(UInt32(portCount))
-        writer.write(UInt32(0)) // flags
-        return writer.bytes
+    /// The shape: the port count (u32), then flags (u32, 0).
+    var header: MigrationHeader {
+        MigrationHeader(magic: Self.migrationMagic, major: Self.migrationVersion.major, minor: Self.migrationVersion.minor,
+                        shape: UInt64(portCount))
     }
 
+    public func migrationHeader() -> [UInt8] { header.bytes }
+
     public func checkMigrationHeader(_ header: [UInt8]) throws(MigrationError) {
-        let fields = try? ByteReader.decode(header, whole: true) { (r: inout ByteReader) throws(ProtocolError) in
-            (try r.read(UInt64.self), try r.read(UInt32.self), try r.read(UInt32.self), try r.read(UInt32.self), try r.read(UInt32.self))
-        }
-        guard let (magic, major, minor, ports, flags) = fields else { throw .invalidStream("mtty header of \(header.count) bytes, not 24") }
-        guard magic == Self.migrationMagic else { throw .invalidStream("not an mtty state (magic 0x\(String(magic, radix: 16)))") }
-        guard major == Self.migrationVersion.major, minor == Self.migrationVersion.minor else {
-            throw .invalidStream("mtty state version \(major).\(minor); this device reads 1.0")
-        }
+        let shape = try self.header.shape(of: header, model: "an mtty")
+        let ports = UInt32(truncatingIfNeeded: shape), flags = UInt32(truncatingIfNeeded: shape >> 32)
         guard flags == 0 else { throw .invalidStream("mtty header flags 0x\(String(flags, radix: 16))") }
         guard ports == portCount else { throw .invalidStream("the source is an mtty-\(ports); this is an mtty-\(portCount)") }
     }

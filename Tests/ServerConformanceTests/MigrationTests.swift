@@ -1,3 +1,4 @@
+import MbochsDevice
 import MttyDevice
 import RegionEmulation
 import Support
@@ -305,5 +306,42 @@ struct MigrationTests {
         let refused = try ServerProcess.run(["migrate", "--from", server.path, "--to", server.directory.path + "/nowhere.sock"])
         #expect(refused.status != 0)
         #expect(refused.errors.contains("migration failed"), "\(refused.errors)")
+    }
+}
+
+/// The 24-byte headers mtty and mbochs states start with, byte for byte, and what a destination
+/// refuses before anything else arrives.
+@Suite("Device migration headers")
+struct DeviceMigrationHeaderTests {
+    @Test func mttyWritesTheSamplesHeaderAndRefusesAnotherShape() throws {
+        let mtty = MttyDevice(ports: 2)
+        // Magic 0x7e9d09898c3e2c4e, version 1.0, 2 ports, flags 0: all little-endian.
+        let expected: [UInt8] = [0x4E, 0x2C, 0x3E, 0x8C, 0x89, 0x09, 0x9D, 0x7E, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
+        #expect(mtty.migrationHeader() == expected)
+        try mtty.checkMigrationHeader(expected)
+        var onePort = expected
+        onePort[16] = 1
+        #expect(throws: MigrationError.invalidStream("the source is an mtty-1; this is an mtty-2")) { try mtty.checkMigrationHeader(onePort) }
+        var flagged = expected
+        flagged[20] = 1
+        #expect(throws: MigrationError.invalidStream("mtty header flags 0x1")) { try mtty.checkMigrationHeader(flagged) }
+        var newer = expected
+        newer[8] = 2
+        #expect(throws: MigrationError.invalidStream("an mtty state version 2.0; this device reads 1.0")) { try mtty.checkMigrationHeader(newer) }
+        #expect(throws: MigrationError.invalidStream("an mtty header of 23 bytes, not 24")) { try mtty.checkMigrationHeader(Array(expected.dropLast())) }
+    }
+
+    @Test func mbochsSaysItsFramebufferSizeAndRefusesAnother() throws {
+        let small = try MbochsDevice(memorySize: 4 << 20, width: 800, height: 600)
+        let medium = try MbochsDevice(memorySize: 16 << 20, width: 1024, height: 768)
+        // "MBOCHS" and version byte 1, then 1.0 and 4 MiB.
+        let expected: [UInt8] = [0x4D, 0x42, 0x4F, 0x43, 0x48, 0x53, 0x01, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0]
+        #expect(small.migrationHeader() == expected)
+        #expect(throws: MigrationError.invalidStream("the source has a 4 MiB framebuffer; this one has 16 MiB")) {
+            try medium.checkMigrationHeader(expected)
+        }
+        #expect(throws: MigrationError.invalidStream("not an mbochs state (magic 0x7e9d09898c3e2c4e)")) {
+            try small.checkMigrationHeader(MttyDevice(ports: 2).migrationHeader())
+        }
     }
 }
