@@ -28,6 +28,8 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         // Linux interfaces the Glibc module lacks (eventfd, memfd, seals, CMSG macros), as inline wrappers.
         .target(name: "CLinux"),
+        // seccomp filters through libseccomp (Debian libseccomp-dev): the isolated workers' sandbox.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         // PNG through libpng's simplified API (Debian libpng-dev): screenshots of display devices.
         .target(name: "CPNG", linkerSettings: [.linkedLibrary("png16")]),
 
@@ -45,6 +47,9 @@ let package = Package(
         .target(name: "VirtioNetDevice", dependencies: ["RegionEmulation", "VfioUserProto", "CLinux", "Support", system], swiftSettings: strict),
         .target(name: "MbochsDevice", dependencies: ["RegionEmulation", "VfioUserProto", "CLinux", "Support", system], swiftSettings: strict),
 
+        // What an isolated worker drops before it serves: user, capabilities, system calls.
+        .target(name: "WorkerSandbox", dependencies: ["CSeccomp", "CLinux", "Support", system], swiftSettings: strict),
+
         // Endpoints, sessions, device life cycle, the control socket: between the protocol and the command line.
         .target(name: "VfioUserServer", dependencies: ["VfioUserProto", "RegionEmulation", "CPNG", "Support", system], swiftSettings: strict),
         // The device author's one import: the model protocol and PCI building blocks, and serving.
@@ -56,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "vfio-user-server",
             dependencies: ["VfioUserServer", "VfioUserProto", "RegionEmulation", "MttyDevice", "VirtioNetDevice", "MbochsDevice",
-                           "Support", system, argumentParser],
+                           "WorkerSandbox", "CLinux", "Support", system, argumentParser],
             swiftSettings: strict),
         // Benchmarks that print figures beside a reference measured in the same run; the allocation
         // counter interposes malloc in the benchmark process only.

@@ -5,7 +5,7 @@ set -euo pipefail
 want=()
 for need in "$@"; do
   case $need in
-    build) want+=(libjson-c-dev libpng-dev pkg-config socat xxd) ;; # socat and xxd: the examples the tests run
+    build) want+=(libjson-c-dev libpng-dev libseccomp-dev pkg-config socat xxd) ;; # socat and xxd: the examples the tests run
     e2e) want+=(debootstrap busybox-static cpio xz-utils iproute2 gcc) ;;
   esac
 done

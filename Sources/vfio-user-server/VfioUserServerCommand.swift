@@ -10,7 +10,7 @@ struct VfioUserServerCommand: ParsableCommand {
         management requests on its control socket: `types`, `list`, `start` and `stop` send them, \
         in the manner of mdevctl.
         """,
-        subcommands: [Serve.self, Types.self, List.self, Start.self, Stop.self, ScreenshotCommand.self, Client.self, Migrate.self, Decode.self, Proxy.self, Describe.self],
+        subcommands: [Serve.self, Types.self, List.self, Start.self, Stop.self, Restart.self, ScreenshotCommand.self, Client.self, Migrate.self, Decode.self, Proxy.self, Describe.self, Worker.self],
         defaultSubcommand: Serve.self
     )
 }

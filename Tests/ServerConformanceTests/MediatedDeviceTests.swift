@@ -74,7 +74,7 @@ struct MediatedDeviceTests {
         }
         for uuid in [serial.uuid, nic.uuid] {
             let instance = try #require(MdevUUID(uuid).flatMap(server.manager.instance))
-            #expect(instance.endpoint.waitUntilDetached(milliseconds: 5000))
+            #expect(instance.endpoint?.waitUntilDetached(milliseconds: 5000) == true)
         }
         #expect(try server.states() == [serial.uuid: "idle", nic.uuid: "idle"])
         let list = try #require(try server.send(.list)["instances"]?.arrayValue)
@@ -122,7 +122,7 @@ struct MediatedDeviceTests {
         #expect(server.files.contains(serial.uuid + ".sock"))
         UnixSocket.shutdown(client.socket)
         let instance = try #require(MdevUUID(serial.uuid).flatMap(server.manager.instance))
-        #expect(instance.endpoint.waitUntilDetached(milliseconds: 5000))
+        #expect(instance.endpoint?.waitUntilDetached(milliseconds: 5000) == true)
         #expect(try server.send(.stop(uuid: serial.uuid, force: false, timeoutMilliseconds: nil))["client"] == "no-client")
         #expect(server.files == ["control.sock"])
     }

@@ -81,7 +81,7 @@ server_start() {
   local name=$1; shift
   local prefix=()
   [ -n "${E2E_NETNS:-}" ] && prefix=(ip netns exec "$E2E_NETNS")
-  "${prefix[@]}" "$SERVER_BIN" "$@" --socket-path "$work/$name" --socket-dir "$work" --control "$work/control-$name" \
+  "${prefix[@]}" "$SERVER_BIN" "$@" ${ISOLATE:+--isolate "$ISOLATE"} --socket-path "$work/$name" --socket-dir "$work" --control "$work/control-$name" \
     >"$work/server-$name.log" 2>&1 &
   server_pids+=($!)
   for _ in $(seq 100); do [ -S "$work/$name" ] && return 0; sleep 0.1; done
@@ -94,7 +94,7 @@ server_start() {
 manager_start() {
   local prefix=()
   [ -n "${E2E_NETNS:-}" ] && prefix=(ip netns exec "$E2E_NETNS")
-  "${prefix[@]}" "$SERVER_BIN" --no-default-device --socket-dir "$work" --control "$work/control.sock" "$@" \
+  "${prefix[@]}" "$SERVER_BIN" --no-default-device ${ISOLATE:+--isolate "$ISOLATE"} --socket-dir "$work" --control "$work/control.sock" "$@" \
     >"$work/server-manager.log" 2>&1 &
   server_pids+=($!)
   for _ in $(seq 100); do [ -S "$work/control.sock" ] && return 0; sleep 0.1; done

@@ -10,6 +10,8 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <linux/memfd.h>
@@ -73,6 +75,44 @@ static inline int clinux_spawn_close_from(posix_spawn_file_actions_t *actions, i
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
 
+/// Empties the capability bounding and ambient sets. Dropping from the bounding set needs
+/// CAP_SETPCAP, so this comes before a change of user; without it the sets stay as they are.
+static inline void clinux_drop_capability_bounds(void) {
+    for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+/// Empties the effective, permitted and inheritable capability sets of the calling thread.
+static inline int clinux_clear_capabilities(void) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+// setresuid(2) and setresgid(2) are declared only under _GNU_SOURCE.
+extern int setresuid(uid_t ruid, uid_t euid, uid_t suid);
+extern int setresgid(gid_t rgid, gid_t egid, gid_t sgid);
+
+/// Becomes `uid`/`gid` with no supplementary groups, for real, effective and saved ids.
+static inline int clinux_become_user(uid_t uid, gid_t gid) {
+    if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0) return -1;
+    return setresuid(uid, uid, uid);
+}
+
+/// No execve may raise privileges again (set-user-ID bits, file capabilities); needed by seccomp.
+static inline int clinux_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
+
+/// Closes every fd from `from` up (close_range(2), which glibc declares only under _GNU_SOURCE).
+static inline void clinux_close_from(int from) { syscall(SYS_close_range, (unsigned)from, ~0U, 0); }
+
+/// "SEGV" for SIGSEGV; NULL for a number that is no signal (sigabbrev_np is declared only under _GNU_SOURCE).
+extern const char *sigabbrev_np(int sig);
+static inline const char *clinux_signal_name(int sig) { return sigabbrev_np(sig); }
+
+/// TUNSETOFFLOAD, the one ioctl a worker's TAP makes.
+static inline unsigned long clinux_tunsetoffload(void) { return TUNSETOFFLOAD; }
+
 /// rename(2) that fails with EEXIST rather than replace what is at `to` (renameat2's
 /// RENAME_NOREPLACE, which glibc declares only under _GNU_SOURCE).
 static inline int clinux_rename_noreplace(const char *from, const char *to) {
@@ -92,6 +132,14 @@ static inline int clinux_tap_attach(int fd, const char *name) {
 }
 
 /// TUNSETOFFLOAD: which offloads (TUN_F_CSUM, TUN_F_TSO4, ...) the reader accepts from the kernel.
+/// Whether `fd` is a TAP with a virtio-net header (TUNGETIFF): 1 yes, 0 another kind of fd.
+static inline int clinux_is_vnet_tap(int fd) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    if (ioctl(fd, TUNGETIFF, &request) < 0) return 0;
+    return (request.ifr_flags & (IFF_TAP | IFF_VNET_HDR)) == (IFF_TAP | IFF_VNET_HDR);
+}
+static inline unsigned long clinux_tungetiff(void) { return TUNGETIFF; }
 static inline int clinux_tap_set_offload(int fd, unsigned int offloads) { return ioctl(fd, TUNSETOFFLOAD, offloads); }
 static inline unsigned int clinux_tun_f_csum(void) { return TUN_F_CSUM; }
 static inline unsigned int clinux_tun_f_tso4(void) { return TUN_F_TSO4; }

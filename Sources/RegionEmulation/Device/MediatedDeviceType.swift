@@ -43,10 +43,15 @@ public struct MediatedDeviceType: Sendable {
     public let parameters: [String: String]
     /// Creates an instance's model: the vendor driver's create().
     public let make: @Sendable (MediatedDeviceRequest) throws(DeviceCreationError) -> DeviceModel
+    /// What a server must open for an instance that is made in a worker process, which may not:
+    /// given the instance's parameters, the fds to hand over, each under the parameter that will
+    /// carry its number in the worker (virtio-net opens a TAP, which needs CAP_NET_ADMIN).
+    public let handOver: (@Sendable ([String: String]) throws(DeviceCreationError) -> [String: OwnedFileDescriptor])?
 
     /// A type; `cost` units of `pool` per instance.
     public init(id: String, name: String, description: String, deviceAPI: String = "vfio-pci", pool: ResourcePool,
                 cost: Int = 1, parameters: [String: String] = [:],
+                handOver: (@Sendable ([String: String]) throws(DeviceCreationError) -> [String: OwnedFileDescriptor])? = nil,
                 make: @escaping @Sendable (MediatedDeviceRequest) throws(DeviceCreationError) -> DeviceModel) {
         self.id = id
         self.name = name
@@ -56,6 +61,7 @@ public struct MediatedDeviceType: Sendable {
         self.cost = cost
         self.parameters = parameters
         self.make = make
+        self.handOver = handOver
     }
 }
 

@@ -8,10 +8,10 @@ import Glibc
 
 /// Screenshots of display instances: the device model's picture, as a PNG (libpng).
 public enum Screenshot {
-    /// The picture on `instance`'s screen. ENOTSUP for a device without a display, ENODATA (with
+    /// The picture on the screen of `device`, which serves `instance`. ENOTSUP for a device without a display, ENODATA (with
     /// the reason) when its display shows nothing.
-    public static func take(_ instance: MediatedDeviceInstance) throws(ManagementError) -> Picture {
-        guard let display = instance.device.model as? DisplayDevice else {
+    public static func take(_ device: EmulatedDevice, of instance: MediatedDeviceInstance) throws(ManagementError) -> Picture {
+        guard let display = device.model as? DisplayDevice else {
             throw ManagementError(.notSupported, "instance \(instance.uuid) is a \(instance.type.id), which has no display")
         }
         do throws(DisplayError) { return try display.capturePicture() } catch {

@@ -14,6 +14,7 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
 
     public let manager: InstanceManager
     public let path: String
+    private let service: ManagementService
     private let listener: OwnedFileDescriptor
     private let identity: UnixSocket.FileIdentity?
     private let lock = ConditionLock()
@@ -26,6 +27,7 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
     public init(manager: InstanceManager, path: String) throws(TransportError) {
         self.manager = manager
         self.path = path
+        service = ManagementService(manager: manager)
         listener = try UnixSocket.listen(path: path, permissions: manager.configuration.socketPermissions)
         identity = UnixSocket.identity(of: path)
     }
@@ -77,7 +79,7 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
             guard admitted else { return }
             do throws(Errno) {
                 try spawnThread(name: "control") { [self] in
-                    serve(connection)
+                    service.serve(connection)
                     lock.withLock { connections[ObjectIdentifier(connection)] = nil }
                     track(-1)
                 }
@@ -111,25 +113,6 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
         }
     }
 
-    private func serve(_ connection: OwnedFileDescriptor) {
-        var pending: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                guard newline <= Self.maxLineLength else { return refuseLongLine(on: connection) }
-                let line = String(decoding: pending[..<newline], as: UTF8.self)
-                pending.removeSubrange(...newline)
-                if line.allSatisfy(\.isWhitespace) { continue }
-                guard send(handle(line: line) + "\n", on: connection) else { return }
-            }
-            if pending.count > Self.maxLineLength { return refuseLongLine(on: connection) }
-            let count = chunk.withUnsafeMutableBytes { Glibc.recv(connection.rawValue, $0.baseAddress, $0.count, 0) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return }
-            pending += chunk[..<count]
-        }
-    }
-
     /// Answers a client that cannot be served with one error line. Its request is read (briefly
     /// waited for) and dropped first: a UNIX socket closed with unread data resets its peer, which
     /// might then miss the line.
@@ -139,15 +122,46 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
             var scratch = [UInt8](repeating: 0, count: 4096)
             while scratch.withUnsafeMutableBytes({ recv(connection.rawValue, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }) > 0 {}
         }
-        _ = send(error.json.text + "\n", on: connection)
+        _ = ManagementService.send(error.json.text + "\n", on: connection)
+    }
+
+    /// Answers one request line with one reply line (no newline).
+    public func handle(line: String) -> String { service.handle(line: line) }
+}
+
+/// Management requests for an `InstanceManager`, one JSON line in and one out: on the control
+/// socket's connections, and on the channel between a manager and an isolated worker.
+public struct ManagementService: Sendable {
+    public let manager: InstanceManager
+
+    public init(manager: InstanceManager) { self.manager = manager }
+
+    /// Answers requests on `connection` until its peer closes it (or sends a line too long).
+    public func serve(_ connection: OwnedFileDescriptor) {
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                guard newline <= ControlServer.maxLineLength else { return refuseLongLine(on: connection) }
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                if line.allSatisfy(\.isWhitespace) { continue }
+                guard Self.send(handle(line: line) + "\n", on: connection) else { return }
+            }
+            if pending.count > ControlServer.maxLineLength { return refuseLongLine(on: connection) }
+            let count = chunk.withUnsafeMutableBytes { Glibc.recv(connection.rawValue, $0.baseAddress, $0.count, 0) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return }
+            pending += chunk[..<count]
+        }
     }
 
     private func refuseLongLine(on connection: OwnedFileDescriptor) {
-        let error = ManagementError(.invalidArgument, "request line longer than \(Self.maxLineLength) bytes")
-        _ = send(error.json.text + "\n", on: connection)
+        let error = ManagementError(.invalidArgument, "request line longer than \(ControlServer.maxLineLength) bytes")
+        _ = Self.send(error.json.text + "\n", on: connection)
     }
 
-    private func send(_ text: String, on connection: OwnedFileDescriptor) -> Bool {
+    static func send(_ text: String, on connection: OwnedFileDescriptor) -> Bool {
         (try? MessageSender(socket: connection.descriptor).send(Array(text.utf8))) != nil
     }
 
@@ -185,12 +199,31 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
             let outcome = try manager.remove(uuid, force: force, timeoutMilliseconds: timeout ?? 5000)
             return ["ok": true, "uuid": .string(uuid.description), "client": .string(outcome.rawValue)]
         case let .screenshot(uuidText):
-            let uuid = try Self.parseUUID(uuidText)
-            guard let instance = manager.instance(uuid) else { throw ManagementError(.noSuchFileOrDirectory, "no instance \(uuid)") }
-            let picture = try Screenshot.take(instance)
-            return ["ok": true, "uuid": .string(uuid.description), "width": .int(Int64(picture.width)),
+            let instance = try instance(uuidText)
+            guard let device = instance.device else { return try manager.forward(request, to: instance) }
+            let picture = try Screenshot.take(device, of: instance)
+            return ["ok": true, "uuid": .string(instance.uuid.description), "width": .int(Int64(picture.width)),
                     "height": .int(Int64(picture.height)), "png": .string(Base64.encode(try Screenshot.png(picture)))]
+        case let .restart(uuidText):
+            let uuid = try Self.parseUUID(uuidText)
+            try manager.restart(uuid)
+            guard let instance = manager.instance(uuid) else { throw ManagementError(.noSuchFileOrDirectory, "no instance \(uuid)") }
+            return ["ok": true, "instance": manager.status(instance).json]
+        #if DEBUG
+        case let .forbiddenCall(uuidText):
+            let instance = try instance(uuidText)
+            guard instance.device != nil else { return try manager.forward(request, to: instance) }
+            // A sandboxed worker dies here; a process without a sandbox sees the path missing.
+            let result = execve("/nonexistent/forbidden-call", [nil], [nil])
+            throw ManagementError(Errno(rawValue: errno), "execve returned \(result): this process has no sandbox")
+        #endif
         }
+    }
+
+    private func instance(_ uuidText: String) throws(ManagementError) -> MediatedDeviceInstance {
+        let uuid = try Self.parseUUID(uuidText)
+        guard let instance = manager.instance(uuid) else { throw ManagementError(.noSuchFileOrDirectory, "no instance \(uuid)") }
+        return instance
     }
 
     static func parseUUID(_ text: String) throws(ManagementError) -> MdevUUID {

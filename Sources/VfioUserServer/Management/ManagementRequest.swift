@@ -9,6 +9,7 @@ import VfioUserProto
 ///     {"command":"start","type":"virtio-net","uuid":"…","params":{"tap":"vtap0"}}
 ///     {"command":"stop","uuid":"…","force":true,"timeout_ms":2000}
 ///     {"command":"screenshot","uuid":"…"}
+///     {"command":"restart","uuid":"…"}
 ///
 /// `uuid` is optional for `start` (a random one is made); `params`, `force` and `timeout_ms` are
 /// optional. Any request may carry an `id` (any JSON value), echoed in its reply. The reply is
@@ -20,6 +21,12 @@ public enum ManagementRequest: Equatable, Sendable {
     case stop(uuid: String, force: Bool, timeoutMilliseconds: Int?)
     /// The picture on a display instance's screen, as a PNG (base64 in the reply's "png").
     case screenshot(uuid: String)
+    /// Starts the worker of a failed isolated instance again.
+    case restart(uuid: String)
+    #if DEBUG
+    /// Test builds only: the instance's worker attempts a system call its sandbox forbids (execve).
+    case forbiddenCall(uuid: String)
+    #endif
 
     /// Reads a request; EINVAL with a message naming the member at fault.
     public init(_ json: JSONValue) throws(ManagementError) {
@@ -57,8 +64,18 @@ public enum ManagementRequest: Equatable, Sendable {
             guard case let .string(uuid)? = json["uuid"] else { throw Self.invalid("screenshot needs a \"uuid\" string") }
             self = .screenshot(uuid: uuid)
             allowed = ["uuid"]
+        case "restart":
+            guard case let .string(uuid)? = json["uuid"] else { throw Self.invalid("restart needs a \"uuid\" string") }
+            self = .restart(uuid: uuid)
+            allowed = ["uuid"]
+        #if DEBUG
+        case "debug-forbidden-call":
+            guard case let .string(uuid)? = json["uuid"] else { throw Self.invalid("debug-forbidden-call needs a \"uuid\" string") }
+            self = .forbiddenCall(uuid: uuid)
+            allowed = ["uuid"]
+        #endif
         default:
-            throw Self.invalid("unknown command '\(command)'; commands: types, list, start, stop, screenshot")
+            throw Self.invalid("unknown command '\(command)'; commands: types, list, start, stop, screenshot, restart")
         }
         guard case let .object(members) = json else { return }
         if let extra = members.first(where: { !allowed.contains($0.key) && $0.key != "command" && $0.key != "id" }) {
@@ -85,6 +102,12 @@ public enum ManagementRequest: Equatable, Sendable {
             return .object(members)
         case let .screenshot(uuid):
             return ["command": "screenshot", "uuid": .string(uuid)]
+        case let .restart(uuid):
+            return ["command": "restart", "uuid": .string(uuid)]
+        #if DEBUG
+        case let .forbiddenCall(uuid):
+            return ["command": "debug-forbidden-call", "uuid": .string(uuid)]
+        #endif
         }
     }
 
@@ -134,6 +157,8 @@ extension InstanceStatus {
         members.append(("params", .object(parameters.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
         if let origin { members.append(("origin", .string(origin.rawValue))) }
         members.append(("sessions", .int(Int64(sessions))))
+        if let pid { members.append(("pid", .int(Int64(pid)))) }
+        if let failure { members.append(("failure", .string(failure))) }
         return .object(members)
     }
 }

@@ -32,6 +32,8 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
     public let configuration: ServerConfiguration
     /// Pool capacities after configuration overrides, by pool name.
     public let poolCapacity: [String: Int]
+    /// Whether instances are served by threads of this process or by worker processes.
+    public let isolation: Isolation
 
     private enum Slot {
         case creating(MediatedDeviceType)
@@ -49,8 +51,9 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
     /// `poolCapacity` overrides the capacity a type's pool was registered with (by pool name).
     /// The socket directory is created (mode 0700) if it does not exist.
     public init(types: [MediatedDeviceType], socketDirectory: String, configuration: ServerConfiguration = ServerConfiguration(),
-                poolCapacity overrides: [String: Int] = [:]) throws(ManagementError) {
+                poolCapacity overrides: [String: Int] = [:], isolation: Isolation = .none) throws(ManagementError) {
         self.types = types
+        self.isolation = isolation
         self.socketDirectory = socketDirectory
         self.configuration = configuration
         var capacity: [String: Int] = [:]
@@ -86,7 +89,7 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
             case let .creating(type):
                 InstanceStatus(uuid: uuid, type: type.id, state: .creating, socketPath: nil, parameters: [:], origin: nil, sessions: 0)
             case let .active(instance):
-                status(instance, state: instance.endpoint.isAttached ? .attached : .idle)
+                status(instance)
             case let .removing(instance):
                 status(instance, state: .removing)
             }
@@ -100,11 +103,28 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         }
     }
 
+    /// What `list` shows of an instance. An isolated one is asked through its worker; a worker that
+    /// died, or does not answer, shows as failed.
     public func status(_ instance: MediatedDeviceInstance, state: InstanceStatus.State? = nil) -> InstanceStatus {
-        InstanceStatus(uuid: instance.uuid, type: instance.type.id,
-                       state: state ?? (instance.endpoint.isAttached ? .attached : .idle),
-                       socketPath: instance.socketPath, parameters: instance.parameters, origin: instance.origin,
-                       sessions: instance.endpoint.sessionsServed)
+        var status = InstanceStatus(uuid: instance.uuid, type: instance.type.id, state: state ?? .idle,
+                                    socketPath: instance.socketPath, parameters: instance.parameters, origin: instance.origin, sessions: 0)
+        if let endpoint = instance.endpoint {
+            if state == nil { status.state = endpoint.isAttached ? .attached : .idle }
+            status.sessions = endpoint.sessionsServed
+        } else if let worker = instance.worker {
+            status.pid = worker.processID
+            guard state == nil else { return status }
+            do throws(ManagementError) {
+                let reply = try worker.request(.list, timeoutMilliseconds: 2000)
+                let reported = reply["instances"]?.arrayValue?.first
+                status.state = reported?["state"]?.stringValue.flatMap(InstanceStatus.State.init(rawValue:)) ?? .failed
+                status.sessions = Int(reported?["sessions"]?.intValue ?? 0)
+            } catch {
+                status.state = .failed
+                status.failure = worker.failure ?? error.message
+            }
+        }
+        return status
     }
 
     // MARK: Create
@@ -128,6 +148,12 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         }
         let uuid = requested ?? MdevUUID.random()
         try reserve(uuid, type)
+        if case let .process(launch) = isolation {
+            switch placement {
+            case .connection: break // one client on an inherited connection: served here, see Serve
+            default: return try createWorker(type: type, uuid: uuid, parameters: parameters, placement: placement, origin: origin, launch: launch)
+            }
+        }
 
         let model: DeviceModel
         do throws(DeviceCreationError) {
@@ -172,6 +198,91 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         }
         ServerLog.info("created \(type.id) instance \(uuid) on \(instance.socketPath ?? "an inherited socket")")
         return instance
+    }
+
+    /// Starts an isolated instance: the socket is made here and kept, the model is made by the
+    /// worker. What the type needs opened with the manager's privileges (a TAP) is handed over.
+    private func createWorker(type: MediatedDeviceType, uuid: MdevUUID, parameters: [String: String], placement: Placement,
+                              origin: MediatedDeviceInstance.Origin, launch: WorkerLaunch) throws(ManagementError) -> MediatedDeviceInstance {
+        let listener: OwnedFileDescriptor
+        let path: String?
+        do throws(TransportError) {
+            switch placement {
+            case .socketDirectory: path = socketPath(for: uuid)
+            case let .path(chosen): path = chosen
+            case .listener, .connection: path = nil
+            }
+            switch placement {
+            case let .listener(socket), let .connection(socket): listener = socket
+            default: listener = try UnixSocket.listen(path: path!, permissions: configuration.socketPermissions)
+            }
+        } catch {
+            release(uuid, type)
+            throw ManagementError(error.errno, "\(type.id) \(uuid): \(error)")
+        }
+        let identity = path.flatMap(UnixSocket.identity(of:))
+        var workerParameters = parameters
+        var handedOver: [OwnedFileDescriptor] = []
+        do throws(DeviceCreationError) {
+            for (key, fd) in try type.handOver?(parameters).sorted(by: { $0.key < $1.key }) ?? [] {
+                workerParameters[key] = String(WorkerSpec.firstHandedOverFD + CInt(handedOver.count))
+                handedOver.append(fd)
+            }
+        } catch {
+            if let path { UnixSocket.removeSocketFile(path: path, ifIdentity: identity) }
+            release(uuid, type)
+            throw ManagementError(error.errno, "\(type.id): \(error.description)")
+        }
+        let spec = WorkerSpec(type: type.id, uuid: uuid, parameters: workerParameters, socketDirectory: socketDirectory,
+                              configuration: configuration, user: launch.user, handedOver: handedOver.count)
+        let worker = WorkerProcess(spec: spec, launch: launch, listener: listener, handedOver: handedOver, socketPath: path, socketIdentity: identity)
+        do throws(ManagementError) { try worker.start() } catch {
+            worker.removeSocketFile()
+            release(uuid, type)
+            throw error
+        }
+        let instance = MediatedDeviceInstance(uuid: uuid, type: type, parameters: parameters, worker: worker, socketPath: path, origin: origin)
+        let stopping = lock.withLock {
+            if !shutDown { slots[uuid] = .active(instance) }
+            return shutDown
+        }
+        if stopping {
+            worker.terminate()
+            worker.removeSocketFile()
+            release(uuid, type)
+            throw ManagementError(Errno(rawValue: ESHUTDOWN), "the server is stopping")
+        }
+        ServerLog.info("created \(type.id) instance \(uuid) on \(path ?? "an inherited socket"), served by worker \(worker.processID.map(String.init) ?? "?")")
+        return instance
+    }
+
+    /// Starts the worker of a failed isolated instance again, on the same socket.
+    ///
+    /// Errors: ENOENT (no such instance), EINVAL (it is not isolated), EBUSY (its worker is running,
+    /// or the instance is being created or removed), and the worker's own failure to start.
+    public func restart(_ uuid: MdevUUID) throws(ManagementError) {
+        let instance: MediatedDeviceInstance = try lock.withLock { () throws(ManagementError) in
+            switch slots[uuid] {
+            case nil: throw ManagementError(.noSuchFileOrDirectory, "no instance \(uuid)")
+            case .creating, .removing: throw ManagementError(.resourceBusy, "instance \(uuid) is being created or removed")
+            case let .active(instance):
+                guard instance.worker != nil else { throw ManagementError(.invalidArgument, "instance \(uuid) is served in the server process, not by a worker") }
+                slots[uuid] = .removing(instance) // one restart or removal at a time
+                return instance
+            }
+        }
+        defer { lock.withLock { slots[uuid] = .active(instance) } }
+        guard let worker = instance.worker, worker.processID == nil else {
+            throw ManagementError(.resourceBusy, "instance \(uuid) is running; only a failed instance is restarted")
+        }
+        try worker.start()
+        ServerLog.info("restarted instance \(uuid): worker \(worker.processID.map(String.init) ?? "?")")
+    }
+
+    /// Passes a request about an isolated instance to its worker and returns the worker's reply.
+    public func forward(_ request: ManagementRequest, to instance: MediatedDeviceInstance) throws(ManagementError) -> JSONValue {
+        guard let worker = instance.worker else { throw ManagementError(.invalidArgument, "instance \(instance.uuid) has no worker") }
+        return try worker.request(request)
     }
 
     /// `<socketDirectory>/<uuid>.sock`.
@@ -222,20 +333,47 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
                 return instance
             }
         }
+        if let worker = instance.worker { return try removeWorker(instance, worker, force: force, timeoutMilliseconds: timeoutMilliseconds) }
+        guard let endpoint = instance.endpoint else { return .noClient }
         var outcome = RemovalOutcome.noClient
-        if instance.endpoint.closeToNewClients() {
+        if endpoint.closeToNewClients() {
             guard force else {
-                instance.endpoint.reopenToNewClients()
+                endpoint.reopenToNewClients()
                 lock.withLock { slots[uuid] = .active(instance) }
                 throw ManagementError(.resourceBusy, "instance \(uuid) has a client attached; force removal to ask it to let go (REQ) and then disconnect it")
             }
-            let heard = instance.device.requestRelease()
+            let heard = endpoint.device.requestRelease()
             ServerLog.info("removing \(uuid): " + (heard ? "REQ raised, waiting up to \(timeoutMilliseconds) ms for the client to let go" : "the client has no REQ eventfd"))
-            outcome = heard && instance.endpoint.waitUntilDetached(milliseconds: timeoutMilliseconds) ? .released : .disconnected
+            outcome = heard && endpoint.waitUntilDetached(milliseconds: timeoutMilliseconds) ? .released : .disconnected
         }
-        instance.endpoint.stop()
+        endpoint.stop()
         release(uuid, instance.type)
         ServerLog.info("removed \(instance.type.id) instance \(uuid) (\(outcome.rawValue))")
+        return outcome
+    }
+
+    /// The worker removes its instance as `remove` does in this process (EBUSY, REQ, the timeout),
+    /// then exits; the manager removes the socket. A failed instance just goes.
+    private func removeWorker(_ instance: MediatedDeviceInstance, _ worker: WorkerProcess, force: Bool,
+                              timeoutMilliseconds: Int) throws(ManagementError) -> RemovalOutcome {
+        var outcome = RemovalOutcome.noClient
+        if worker.processID != nil {
+            do throws(ManagementError) {
+                let reply = try worker.request(.stop(uuid: instance.uuid.description, force: force, timeoutMilliseconds: timeoutMilliseconds),
+                                               timeoutMilliseconds: Int32(timeoutMilliseconds) + 10_000)
+                if case let .string(text)? = reply["client"], let reported = RemovalOutcome(rawValue: text) { outcome = reported }
+            } catch where error.errno == .resourceBusy {
+                lock.withLock { slots[instance.uuid] = .active(instance) }
+                throw error
+            } catch {
+                ServerLog.warning("removing \(instance.uuid): \(error.message); ending its worker")
+                outcome = .disconnected
+            }
+        }
+        worker.terminate()
+        worker.removeSocketFile()
+        release(instance.uuid, instance.type)
+        ServerLog.info("removed \(instance.type.id) instance \(instance.uuid) (\(outcome.rawValue))")
         return outcome
     }
 
@@ -250,7 +388,9 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
             }
         }
         for instance in instances {
-            instance.endpoint.stop()
+            instance.endpoint?.stop()
+            instance.worker?.terminate()
+            instance.worker?.removeSocketFile()
             release(instance.uuid, instance.type)
         }
         // Creations and removals in flight finish on their own threads; wait a little for them.

@@ -2,14 +2,23 @@ import RegionEmulation
 import Support
 import SystemPackage
 import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One mediated device: a device model made from its type, served on a socket of its own by a
-/// `DeviceEndpoint` (which opens it when a client attaches and releases it when the client leaves).
+/// `DeviceEndpoint` (which opens it when a client attaches and releases it when the client leaves),
+/// in this process or in a worker process of its own.
 public final class MediatedDeviceInstance: Sendable {
     public let uuid: MdevUUID
     public let type: MediatedDeviceType
     public let parameters: [String: String]
-    public let endpoint: DeviceEndpoint
+    /// The endpoint serving it in this process; nil for an isolated instance.
+    public let endpoint: DeviceEndpoint?
+    /// The process serving it when isolated.
+    public let worker: WorkerProcess?
+    /// The socket file; nil for an instance on an inherited fd.
+    public let socketPath: String?
     public let origin: Origin
 
     /// Where an instance was asked for, shown by `list`.
@@ -27,12 +36,23 @@ public final class MediatedDeviceInstance: Sendable {
         self.type = type
         self.parameters = parameters
         self.endpoint = endpoint
+        worker = nil
+        socketPath = endpoint.socketPath
         self.origin = origin
     }
 
-    public var device: EmulatedDevice { endpoint.device }
-    /// The socket file; nil for an instance on an inherited fd.
-    public var socketPath: String? { endpoint.socketPath }
+    init(uuid: MdevUUID, type: MediatedDeviceType, parameters: [String: String], worker: WorkerProcess, socketPath: String?, origin: Origin) {
+        self.uuid = uuid
+        self.type = type
+        self.parameters = parameters
+        endpoint = nil
+        self.worker = worker
+        self.socketPath = socketPath
+        self.origin = origin
+    }
+
+    /// The device when it is served in this process.
+    public var device: EmulatedDevice? { endpoint?.device }
 }
 
 /// A snapshot of an instance for `list`.
@@ -46,6 +66,8 @@ public struct InstanceStatus: Sendable, Equatable {
         case attached
         /// Being removed: new clients are refused.
         case removing
+        /// Its worker process died (`failure` says how); `restart` serves it again.
+        case failed
     }
 
     public var uuid: MdevUUID
@@ -54,8 +76,12 @@ public struct InstanceStatus: Sendable, Equatable {
     public var socketPath: String?
     public var parameters: [String: String]
     public var origin: MediatedDeviceInstance.Origin?
-    /// Clients served so far.
+    /// Clients served so far (by its current worker, when isolated).
     public var sessions: Int
+    /// The worker process serving it, when isolated.
+    public var pid: pid_t? = nil
+    /// How its worker ended, when `failed`.
+    public var failure: String? = nil
 }
 
 /// A snapshot of a type for `types`: the sysfs attributes of its `mdev_supported_types/` directory.

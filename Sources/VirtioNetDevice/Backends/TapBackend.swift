@@ -16,13 +16,27 @@ public final class TapBackend: NetBackend {
                                            .netGuestTSO4, .netGuestTSO6, .netGuestECN]
 
     /// Opens (creating it if needed) the TAP interface `name` in the current network namespace.
-    public init(name: String) throws(Errno) {
-        let raw = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
-        guard raw >= 0 else { throw Errno(rawValue: errno) }
-        fd = OwnedFileDescriptor(taking: FileDescriptor(rawValue: raw))
-        guard clinux_tap_attach(raw, name) == 0 else { throw Errno(rawValue: errno) }
+    public convenience init(name: String) throws(Errno) {
+        try self.init(fd: Self.open(name: name), name: name)
+    }
+
+    /// A TAP opened elsewhere (by `open(name:)` in a process allowed to): EINVAL if `fd` is not a
+    /// TAP with a virtio-net header.
+    public init(fd: OwnedFileDescriptor, name: String) throws(Errno) {
+        guard clinux_is_vnet_tap(fd.rawValue) == 1 else { throw .invalidArgument }
+        self.fd = fd
         self.name = name
-        _ = clinux_tap_set_offload(raw, 0)
+        _ = clinux_tap_set_offload(fd.rawValue, 0)
+    }
+
+    /// Opens the TAP `name` (creating it if needed; needs CAP_NET_ADMIN), non-blocking, with the
+    /// virtio-net header.
+    public static func open(name: String) throws(Errno) -> OwnedFileDescriptor {
+        let raw = Glibc.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
+        guard raw >= 0 else { throw Errno(rawValue: errno) }
+        let fd = OwnedFileDescriptor(taking: FileDescriptor(rawValue: raw))
+        guard clinux_tap_attach(raw, name) == 0 else { throw Errno(rawValue: errno) }
+        return fd
     }
 
     public var description: String { "tap \(name)" }

@@ -2,6 +2,9 @@ import RegionEmulation
 import Support
 import SystemPackage
 import VfioUserProto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension VirtioNetDevice {
     /// How many NICs a server makes unless configured otherwise (the pool "virtio-net").
@@ -10,6 +13,7 @@ extension VirtioNetDevice {
     /// The parameters an instance takes; exactly one backend (tap, datagram or backend=) is needed.
     public static let parameters: [String: String] = [
         "tap": "TAP interface to attach (created if missing; offloads pass through)",
+        "tap-fd": "an open TAP's fd number, inherited (as QEMU's tap,fd=); how an isolated server hands a worker its TAP",
         "datagram": "LOCAL,PEER: UNIX datagram cable to another instance (no root needed)",
         "backend": "sink: drop every frame; source: an endless stream of frames (benchmarks)",
         "frame-size": "source: the size of its frames in bytes (default 64)",
@@ -23,8 +27,19 @@ extension VirtioNetDevice {
         MediatedDeviceType(
             id: "virtio-net", name: "virtio-net NIC",
             description: "virtio 1.x network card 1af4:1041 on the modern PCI transport with MSI-X, backed by a TAP, a datagram cable, a sink or a source",
-            pool: ResourcePool(name: "virtio-net", capacity: limit), parameters: parameters
+            pool: ResourcePool(name: "virtio-net", capacity: limit), parameters: parameters,
+            handOver: { parameters throws(DeviceCreationError) in
+                guard let tap = parameters["tap"], parameters["tap-fd"] == nil else { return [:] }
+                return ["tap-fd": try openTap(tap)]
+            }
         ) { request throws(DeviceCreationError) in try make(request) }
+    }
+
+    static func openTap(_ name: String) throws(DeviceCreationError) -> OwnedFileDescriptor {
+        do throws(Errno) { return try TapBackend.open(name: name) } catch {
+            let hint = error == .permissionDenied || error == .notPermitted ? " (root, or CAP_NET_ADMIN, is needed)" : ""
+            throw DeviceCreationError("cannot open TAP \(name): \(error.name)\(hint)", errno: Self.resourceErrno(error))
+        }
     }
 
     /// Builds a NIC from an instance's parameters (see `parameters`).
@@ -40,15 +55,23 @@ extension VirtioNetDevice {
         }
         let msix = parameters["msix"] ?? "on"
         guard msix == "on" || msix == "off" else { throw DeviceCreationError("msix must be on or off, not '\(msix)'") }
-        let backends = ["tap", "datagram", "backend"].filter { parameters[$0] != nil }
+        let backends = ["tap", "datagram", "backend"].filter { parameters[$0] != nil || ($0 == "tap" && parameters["tap-fd"] != nil) }
         guard backends.count == 1 else {
-            throw DeviceCreationError("virtio-net needs exactly one backend: tap=NAME, datagram=LOCAL,PEER, backend=sink or backend=source")
+            throw DeviceCreationError("virtio-net needs exactly one backend: tap=NAME (or tap-fd=N), datagram=LOCAL,PEER, backend=sink or backend=source")
         }
         let backend: NetBackend
-        if let tap = parameters["tap"] {
-            do throws(Errno) { backend = try TapBackend(name: tap) } catch {
-                let hint = error == .permissionDenied || error == .notPermitted ? " (root, or CAP_NET_ADMIN, is needed)" : ""
-                throw DeviceCreationError("cannot open TAP \(tap): \(error.name)\(hint)", errno: Self.resourceErrno(error))
+        if let text = parameters["tap-fd"] {
+            // A copy: the fd stays its owner's, and a number that is no TAP is refused as such.
+            guard let number = CInt(text), number >= 0, case let copy = fcntl(number, F_DUPFD_CLOEXEC, 0), copy >= 0 else {
+                throw DeviceCreationError("tap-fd=\(text) is not an open fd")
+            }
+            do throws(Errno) { backend = try TapBackend(fd: OwnedFileDescriptor(taking: FileDescriptor(rawValue: copy)), name: parameters["tap"] ?? "fd \(text)") } catch {
+                throw DeviceCreationError("tap-fd=\(text) is not a TAP with a virtio-net header")
+            }
+        } else if let tap = parameters["tap"] {
+            let fd = try openTap(tap)
+            do throws(Errno) { backend = try TapBackend(fd: fd, name: tap) } catch {
+                throw DeviceCreationError("cannot use TAP \(tap): \(error.name)")
             }
         } else if let cable = parameters["datagram"] {
             let ends = cable.split(separator: ",", omittingEmptySubsequences: false).map(String.init)

@@ -67,8 +67,9 @@ struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the instances: UUID, type, state, socket (mdevctl list).",
         discussion: """
-        One line per instance: its UUID, type, state (creating, idle, attached or \
-        removing), socket, and the parameters it was created with.
+        One line per instance: its UUID, type, state (creating, idle, attached, removing, or \
+        failed when its isolated worker died), socket, and the parameters it was created with; \
+        then, for a failed instance, how its worker ended.
 
         EXAMPLE
           vfio-user-server list
@@ -86,6 +87,7 @@ struct List: ParsableCommand {
             if case let .object(parameters)? = instance["params"], !parameters.isEmpty {
                 line += " " + parameters.map { "\($0.key)=\($0.value.displayText)" }.joined(separator: " ")
             }
+            if let failure = instance["failure"] { line += " (\(failure.displayText))" }
             print(line)
         }
     }
@@ -154,6 +156,31 @@ struct Stop: ParsableCommand {
             return options.printJSON(.object(members.filter { $0.key != "ok" }))
         }
         print("removed \(reply["uuid"].displayText) (client: \(reply["client"].displayText))")
+    }
+}
+
+struct Restart: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the worker of a failed isolated instance again, on the same socket.",
+        discussion: """
+        With --isolate process each instance has a worker process; one that dies (a crash, a \
+        forbidden system call) leaves its instance failed, shown by list with the signal or exit \
+        status, and every other instance serving. Its socket stays: a client that connects \
+        meanwhile waits in its backlog, and is served once the instance is restarted.
+
+        EXAMPLE
+          vfio-user-server restart --uuid 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001
+        """)
+
+    @Option(name: .long, help: ArgumentHelp("The instance's UUID.", valueName: "uuid"))
+    var uuid: String
+
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let reply = try options.send(.restart(uuid: uuid))
+        if options.json { return options.printJSON(reply["instance"]) }
+        print("restarted \(reply["instance"]?["uuid"].displayText ?? uuid) (worker \(reply["instance"]?["pid"].displayText ?? "?"))")
     }
 }
 

@@ -70,6 +70,16 @@ struct Serve: ParsableCommand {
         """, valueName: "adaptive|off|µs"))
     var poll: String?
 
+    @Option(name: .long, help: ArgumentHelp("""
+        none (the default): every instance is served by threads of this process. process: each by a \
+        worker process of its own, sandboxed (seccomp, no capabilities), so that a fault stays in its \
+        own instance.
+        """, valueName: "none|process"))
+    var isolate: String?
+
+    @Option(name: .long, help: ArgumentHelp("With --isolate process: the user workers run as (when started as root).", valueName: "name"))
+    var user: String?
+
     @Option(name: .long, help: ArgumentHelp("virtio-net: attach to this TAP interface (created if missing).", valueName: "name"))
     var tap: String?
 
@@ -110,6 +120,11 @@ struct Serve: ParsableCommand {
         if let poll, PollPolicy(poll) == nil {
             throw ValidationError("--poll takes adaptive, off or a number of microseconds up to 10000, not '\(poll)'")
         }
+        if let isolate, isolate != "none" && isolate != "process" { throw ValidationError("--isolate takes none or process, not '\(isolate)'") }
+        if let user {
+            guard isolate == "process" else { throw ValidationError("--user applies to isolated workers: add --isolate process") }
+            guard WorkerUser(name: user) != nil else { throw ValidationError("--user: no user '\(user)' on this system") }
+        }
         if let uuid, MdevUUID(uuid) == nil { throw ValidationError("'\(uuid)' is not a UUID (8-4-4-4-12 hex digits)") }
         try ParameterOptions.validate(parameters)
         for pool in pools where pool.split(separator: "=").count != 2 || Int(pool.split(separator: "=").last!) == nil {
@@ -134,7 +149,8 @@ struct Serve: ParsableCommand {
         let manager: InstanceManager
         do throws(ManagementError) {
             manager = try InstanceManager(types: DeviceTypes.all, socketDirectory: socketDirectory ?? file?.socketDirectory ?? DefaultPaths.socketDirectory,
-                                          configuration: configuration, poolCapacity: poolSizes)
+                                          configuration: configuration, poolCapacity: poolSizes,
+                                          isolation: isolate == "process" ? .process(WorkerLaunch(user: user.flatMap(WorkerUser.init(name:)))) : .none)
         } catch {
             throw fatal(error.message)
         }
@@ -205,7 +221,7 @@ struct Serve: ParsableCommand {
             // The one client is the whole life of this device: when it leaves, the server stops.
             do throws(Errno) {
                 try spawnThread(name: "fd-session-end") {
-                    _ = instance.endpoint.waitUntilDetached()
+                    _ = instance.endpoint?.waitUntilDetached()
                     ServerLog.info("the client on fd \(fd!) has gone: stopping")
                     kill(getpid(), SIGTERM) // the main thread shuts everything down
                 }
@@ -229,7 +245,7 @@ struct Serve: ParsableCommand {
         \(Self.sharedMemoryAdvice)
         Stop with Ctrl-C or SIGTERM.
         """
-        if let net = instance.device.model as? VirtioNetDevice {
+        if let net = instance.device?.model as? VirtioNetDevice {
             text += "\n  MAC " + net.mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":") + ", backend \(net.backend.description)"
         }
         return text

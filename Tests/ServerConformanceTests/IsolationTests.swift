@@ -1,0 +1,200 @@
+import MttyDevice
+import Support
+import SystemPackage
+import TestSupport
+import Testing
+import VfioUserProto
+import VfioUserServer
+import VirtioDriver
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `serve --isolate process`: every instance in a sandboxed worker of its own, run as the real
+/// executable. What a worker may do is read from /proc, as an administrator would check it; a
+/// worker is crashed from outside (a signal) or made to break its sandbox (a test-build request).
+@Suite("Isolated workers")
+struct IsolationTests {
+    /// A manager with no device of its own, its instances in workers.
+    static func manager(_ extra: [String] = []) throws -> ServerProcess {
+        let server = try ServerProcess(arguments: ["--isolate", "process", "--no-default-device"] + extra, firstDevice: false)
+        try #require(access(server.controlPath, F_OK) == 0, "the manager did not start: \(server.errors)")
+        return server
+    }
+
+    static func control(_ server: ServerProcess, _ request: ManagementRequest) throws -> JSONValue {
+        try ControlClient(path: server.controlPath).send(request)
+    }
+
+    /// `list`'s entry for `uuid`.
+    static func listed(_ server: ServerProcess, _ uuid: String) throws -> JSONValue? {
+        try control(server, .list)["instances"]?.arrayValue?.first { $0["uuid"]?.stringValue == uuid }
+    }
+
+    static func start(_ server: ServerProcess, _ type: String, _ parameters: [String: String] = [:]) throws -> (uuid: String, socket: String, pid: pid_t) {
+        let instance = try control(server, .start(type: type, uuid: nil, parameters: parameters))["instance"]
+        let uuid = try #require(instance?["uuid"]?.stringValue), socket = try #require(instance?["socket"]?.stringValue)
+        let pid = try #require(instance?["pid"]?.intValue, "an isolated instance shows its worker's pid")
+        return (uuid, socket, pid_t(pid))
+    }
+
+    /// Lines of /proc/PID/status, by field.
+    static func status(_ pid: pid_t) -> [String: String] {
+        var fields: [String: String] = [:]
+        for line in readFile("/proc/\(pid)/status").split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1].drop { $0 == " " || $0 == "\t" }) }
+        }
+        return fields
+    }
+
+    /// Bytes through both UARTs of an mtty-2 and back (loopback), checked; a new client each time.
+    static func serialWorks(_ socket: String, seed: UInt8) throws {
+        let client = try VfioUserClient(path: socket)
+        try client.negotiate()
+        for bar in [RegionIndex.bar0, .bar1] {
+            try client.write(bar, offset: 2, value: UART16550.fcrEnable)
+            let bytes = (0..<8).map { seed &+ UInt8($0) }
+            for byte in bytes { try client.write(bar, offset: 0, value: byte) }
+            var back: [UInt8] = []
+            while try client.read(bar, offset: 5, as: UInt8.self) & UART16550.lsrDataReady != 0 {
+                back.append(try client.read(bar, offset: 0, as: UInt8.self))
+            }
+            #expect(back == bytes, "\(bar): wrote \(bytes), read back \(back)")
+        }
+    }
+
+    static func waitForState(_ server: ServerProcess, _ uuid: String, _ state: String) throws -> JSONValue? {
+        for _ in 0..<200 {
+            let entry = try listed(server, uuid)
+            if entry?["state"]?.stringValue == state { return entry }
+            usleep(20_000)
+        }
+        return try listed(server, uuid)
+    }
+
+    @Test func aWorkerRunsSandboxedWithOnlyItsOwnFDs() throws {
+        let server = try Self.manager()
+        let serial = try Self.start(server, "mtty-2")
+        let fields = Self.status(serial.pid)
+        #expect(fields["Seccomp"] == "2", "seccomp filter mode: \(fields["Seccomp"] ?? "none")")
+        #expect(fields["NoNewPrivs"] == "1")
+        #expect(fields["CapEff"] == "0000000000000000")
+        #expect(fields["CapPrm"] == "0000000000000000")
+        #expect(fields["CapBnd"] == "0000000000000000" || getuid() != 0, "a worker of root empties its bounding set")
+        // 0-2, the instance's socket, the channel to the manager, and what the device made (eventfds).
+        let fds = directoryEntries("/proc/\(serial.pid)/fd") ?? []
+        var targets: [Int: String] = [:]
+        for fd in fds.compactMap({ Int($0) }) {
+            var buffer = [CChar](repeating: 0, count: 256)
+            let length = readlink("/proc/\(serial.pid)/fd/\(fd)", &buffer, 255)
+            targets[fd] = String(decoding: buffer.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        #expect(targets[0] == "/dev/null")
+        #expect(targets[3]?.hasPrefix("socket:") == true && targets[4]?.hasPrefix("socket:") == true, "\(targets)")
+        let others = targets.filter { $0.key > 4 && !$0.value.hasPrefix("anon_inode:") }
+        #expect(others.isEmpty, "a worker holds nothing else: \(targets)")
+        // And it serves: the protocol through the sandbox.
+        try Self.serialWorks(serial.socket, seed: 0x30)
+        #expect(try Self.waitForState(server, serial.uuid, "idle")?["sessions"]?.intValue == 1)
+    }
+
+    @Test(.enabled(if: getuid() == 0, "changing user needs root"))
+    func aWorkerRunsAsTheUserGiven() throws {
+        let server = try Self.manager(["--user", "nobody"])
+        let serial = try Self.start(server, "mtty-2")
+        let uid = Self.status(serial.pid)["Uid"]?.split(whereSeparator: \.isWhitespace).map(String.init)
+        let nobody = try #require(getpwnam("nobody")).pointee.pw_uid
+        #expect(uid == Array(repeating: String(nobody), count: 4), "real, effective, saved and fs uid: \(uid ?? [])")
+        #expect(Self.status(serial.pid)["Groups"] == "", "no supplementary groups")
+        try Self.serialWorks(serial.socket, seed: 0x40)
+    }
+
+    @Test func anUnknownUserIsRefusedAtStart() throws {
+        let result = try ServerProcess.run(["--isolate", "process", "--user", "no-such-user-here", "--no-control"])
+        #expect(result.status != 0)
+        #expect(result.errors.contains("no user 'no-such-user-here'"), "\(result.errors)")
+    }
+
+    @Test func aForbiddenSystemCallKillsOnlyThatWorker() throws {
+        let server = try Self.manager()
+        let victim = try Self.start(server, "mtty-2"), bystander = try Self.start(server, "mtty-2")
+        let client = try VfioUserClient(path: bystander.socket)
+        try client.negotiate()
+
+        #expect(throws: ManagementError.self) { try Self.control(server, .forbiddenCall(uuid: victim.uuid)) }
+        let failed = try Self.waitForState(server, victim.uuid, "failed")
+        #expect(failed?["state"]?.stringValue == "failed")
+        #expect(failed?["failure"]?.stringValue == "killed by SIGSYS", "\(failed?.text ?? "")")
+        #expect(server.errors.contains("killed by SIGSYS"), "the manager says so in its log")
+        // The other instance's client goes on, on the same connection, and the manager too.
+        try client.write(.bar0, offset: 2, value: UART16550.fcrEnable)
+        try client.write(.bar0, offset: 0, value: UInt8(0x5A))
+        #expect(try client.read(.bar0, offset: 0, as: UInt8.self) == 0x5A)
+        #expect(try Self.listed(server, bystander.uuid)?["state"]?.stringValue == "attached")
+        #expect(!server.hasExited)
+    }
+
+    @Test func aCrashUnderTrafficIsContainedAndTheInstanceRestarts() throws {
+        let server = try Self.manager()
+        let cable = server.directory.path
+        let left = try Self.start(server, "virtio-net", ["datagram": "\(cable)/left,\(cable)/right", "mac": "52:54:00:00:20:01"])
+        let right = try Self.start(server, "virtio-net", ["datagram": "\(cable)/right,\(cable)/left", "mac": "52:54:00:00:20:02"])
+        let serial = try Self.start(server, "mtty-2")
+        let serialClient = try VfioUserClient(path: serial.socket)
+        try serialClient.negotiate()
+
+        let drivers = [try VirtioNetDriver(path: left.socket), try VirtioNetDriver(path: right.socket)]
+        for driver in drivers {
+            #expect(try driver.negotiate([.version1, .netMAC]))
+            try driver.start(queueSize: 256)
+            try driver.postReceiveBuffers(64)
+        }
+        let to: [UInt8] = [0x52, 0x54, 0, 0, 0x20, 0x02]
+        var sent = 0, received = 0
+        for batch in 0..<20 {
+            if batch == 10 {
+                kill(serial.pid, SIGSEGV) // halfway: the serial card's worker dies
+                #expect(connectionClosed(serialClient), "the crashed worker's client sees its connection end")
+            }
+            let frames = (0..<16).map { TestFrame.make(to: to, length: 60 + batch * 50 + $0, tag: sent + $0) }
+            #expect(try drivers[0].transmit(frames) == frames.count)
+            let arrived = try drivers[1].receive(count: frames.count, milliseconds: 5000)
+            #expect(arrived.map(\.frame) == frames, "batch \(batch): \(arrived.count) of \(frames.count) frames arrived as sent")
+            _ = try drivers[0].reclaimTransmitted(waitingFor: frames.count)
+            try drivers[1].postReceiveBuffers(arrived.count)
+            sent += frames.count
+            received += arrived.count
+        }
+        #expect(received == sent, "the NICs' traffic went on: \(received) of \(sent) frames")
+
+        let failed = try Self.waitForState(server, serial.uuid, "failed")
+        #expect(failed?["failure"]?.stringValue == "killed by SIGSEGV", "\(failed?.text ?? "")")
+        #expect(try Self.listed(server, left.uuid)?["state"]?.stringValue == "attached")
+
+        let restarted = try Self.control(server, .restart(uuid: serial.uuid))["instance"]
+        let newPID = try #require(restarted?["pid"]?.intValue)
+        #expect(pid_t(newPID) != serial.pid)
+        #expect(restarted?["state"]?.stringValue == "idle")
+        try Self.serialWorks(serial.socket, seed: 0x60)
+        // A running instance is not restarted.
+        expectManagementError(.resourceBusy) { _ = try Self.control(server, .restart(uuid: left.uuid)) }
+    }
+
+    @Test func stopAndSIGTERMEndTheWorkersAndTakeTheSocketsAway() throws {
+        let server = try Self.manager()
+        let first = try Self.start(server, "mtty-1"), second = try Self.start(server, "mtty-2")
+        let client = try VfioUserClient(path: second.socket)
+        try client.negotiate()
+        expectManagementError(.resourceBusy) { _ = try Self.control(server, .stop(uuid: second.uuid, force: false, timeoutMilliseconds: nil)) }
+        _ = try Self.control(server, .stop(uuid: first.uuid, force: false, timeoutMilliseconds: nil))
+        #expect(access(first.socket, F_OK) != 0, "the stopped instance's socket is gone")
+        #expect(kill(first.pid, 0) != 0, "its worker has exited")
+
+        kill(server.pid, SIGTERM)
+        #expect(server.waitForExit(milliseconds: 10_000) == 0, "the manager exits 0: \(server.errors)")
+        #expect(access(second.socket, F_OK) != 0, "every socket is gone")
+        #expect(kill(second.pid, 0) != 0, "every worker is gone")
+        #expect(connectionClosed(client))
+    }
+}
