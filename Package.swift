@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(
             name: "ServerConformanceTests",
             dependencies: ["VfioUserServer", "VfioUserProto", "RegionEmulation", "MttyDevice", "VirtioNetDevice", "MbochsDevice", "VirtioDriver",
-                           "TestSupport", "FuzzHarness", "Support", "CPNG", system],
+                           "TestSupport", "FuzzHarness", "WorkerSandbox", "Support", "CPNG", system],
             swiftSettings: strict),
     ]
 )

@@ -3,9 +3,15 @@ import Glibc
 #endif
 
 /// VmRSS of a process, in KiB (0 if it is gone): /proc/PID/status.
-public func residentKiB(_ pid: pid_t) -> Int {
-    for line in readFile("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
-        return Int(line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
+public func residentKiB(_ pid: pid_t) -> Int { memoryKiB(pid, "VmRSS:", in: "status") }
+
+/// A process's proportional set size in KiB: its resident pages, each shared one divided among
+/// the processes sharing it (what a process of the same binary really adds).
+public func proportionalKiB(_ pid: pid_t) -> Int { memoryKiB(pid, "Pss:", in: "smaps_rollup") }
+
+private func memoryKiB(_ pid: pid_t, _ field: String, in file: String) -> Int {
+    for line in readFile("/proc/\(pid)/\(file)").split(separator: "\n") where line.hasPrefix(field) {
+        return Int(line.dropFirst(field.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
     }
     return 0
 }

@@ -6,6 +6,7 @@ import Testing
 import VfioUserProto
 import VfioUserServer
 import VirtioDriver
+import WorkerSandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -196,5 +197,23 @@ struct IsolationTests {
         #expect(access(second.socket, F_OK) != 0, "every socket is gone")
         #expect(kill(second.pid, 0) != 0, "every worker is gone")
         #expect(connectionClosed(client))
+    }
+}
+
+@Suite("Isolation docs")
+struct IsolationDocsTests {
+    /// RELIABILITY.md's table of allowed system calls is the filter's list, no more, no less.
+    @Test func theDocumentedSystemCallsAreTheFiltersList() throws {
+        let lines = readFile(repositoryRoot + "/RELIABILITY.md").split(separator: "\n", omittingEmptySubsequences: false)
+        let start = try #require(lines.firstIndex { $0.hasPrefix("**The allowed system calls**") }, "RELIABILITY.md has the list")
+        let table = lines[start...].drop { !$0.hasPrefix("|") }.prefix { $0.hasPrefix("|") }.dropFirst(2)
+        var documented: [String] = []
+        for row in table {
+            let cells: [Substring] = row.split(separator: "|")
+            guard cells.count >= 2 else { continue }
+            let pieces: [Substring] = cells[1].split(separator: "`", omittingEmptySubsequences: false)
+            for (index, piece) in pieces.enumerated() where index % 2 == 1 { documented.append(String(piece)) }
+        }
+        #expect(documented.sorted() == Sandbox.rules.map(\.name).sorted())
     }
 }

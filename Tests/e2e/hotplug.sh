@@ -21,7 +21,7 @@ nic=8e2d4c6a-1f3b-4a5c-b7d9-2e0f6a8c4b13
 ctl start --type mtty-2 --uuid "$serial" >/dev/null
 ctl start --type virtio-net --uuid "$nic" --param tap=vtap0 --param mac=52:54:00:e2:e0:04 --param msix=off >/dev/null
 tap_peer_setup
-fds() { ls "/proc/$server/fd" | wc -l; }
+fds() { fd_count "$server"; }
 fds_idle=$(fds)
 qmp() { printf '{"execute":"qmp_capabilities"}\n%s\n' "$1" | socat -t 5 - "UNIX-CONNECT:$work/qmp.sock"; }
 qmp_ok() {

@@ -1,6 +1,7 @@
 # Shared harness for the end-to-end tests: a real QEMU (>= 10.1.1, from Debian trixie-backports in a
 # chroot, see qemu-root.sh), a Linux guest under TCG, and the server built by `swift build`.
 # Source it; then call e2e_setup NAME, server_start, e2e_boot, and the check helpers.
+# ISOLATE=process starts every server with --isolate process (each instance in a worker).
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$E2E_DIR/../.." && pwd)
@@ -100,6 +101,20 @@ manager_start() {
   for _ in $(seq 100); do [ -S "$work/control.sock" ] && return 0; sleep 0.1; done
   cat "$work/server-manager.log" >&2
   fail "server did not open its control socket"
+}
+
+# serving_pids PID: the server and, when it isolates instances, its workers (its children).
+serving_pids() { echo "$1"; pgrep -P "$1" || true; }
+# fd_count PID: the open fds of the server and its workers together.
+fd_count() {
+  local pid total=0
+  for pid in $(serving_pids "$1"); do total=$((total + $(ls "/proc/$pid/fd" | wc -l))); done
+  echo "$total"
+}
+# guest_memory_mappings PID: mappings of the guest's memfd in the server and its workers.
+guest_memory_mappings() {
+  local pid
+  for pid in $(serving_pids "$1"); do cat "/proc/$pid/maps"; done | grep -c "memfd:mem" || true
 }
 
 # ctl SUBCOMMAND ARGS...: a management subcommand against manager_start's server.

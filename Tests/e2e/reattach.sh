@@ -22,8 +22,8 @@ tap_peer_setup
 in_netns busybox nc -l -p 5001 < "$work/nc-input" > /dev/null &
 helper_pids+=($!)
 
-fds() { ls "/proc/$server/fd" | wc -l; }
-guest_mappings() { grep -c "memfd:mem" "/proc/$server/maps" || true; }
+fds() { fd_count "$server"; }
+guest_mappings() { guest_memory_mappings "$server"; }
 sessions_in() { ctl list --json | grep -o "\"state\":\"$1\"" | wc -l; }
 fds_idle=$(fds)
 
@@ -45,8 +45,8 @@ kill -0 "$server" 2>/dev/null || fail "the server died with QEMU"
 [ "$(sessions_in idle)" -eq 2 ] || fail "the sessions did not end: $(ctl list --json)"
 [ -S "$work/$serial.sock" ] && [ -S "$work/$nic.sock" ] || fail "an instance socket is gone"
 for _ in $(seq 50); do [ "$(fds)" -eq "$fds_idle" ] && break; sleep 0.1; done
-[ "$(fds)" -eq "$fds_idle" ] || fail "the server holds $(fds) fds, $fds_idle before QEMU came: $(ls -l /proc/$server/fd)"
-[ "$(guest_mappings)" -eq 0 ] || fail "the server still maps guest memory: $(grep memfd: /proc/$server/maps)"
+[ "$(fds)" -eq "$fds_idle" ] || fail "the server holds $(fds) fds, $fds_idle before QEMU came: $(for pid in $(serving_pids "$server"); do ls -l "/proc/$pid/fd"; done)"
+[ "$(guest_mappings)" -eq 0 ] || fail "the server still maps guest memory: $(for pid in $(serving_pids "$server"); do grep memfd: "/proc/$pid/maps"; done)"
 log "ok: the server ended both sessions and kept nothing: $fds_idle fds as before QEMU came, no guest memory mapped"
 
 mv "$work/console.log" "$work/console-killed.log"
