@@ -39,6 +39,9 @@ struct ConfigFileTests {
         #expect(file.poll == nil, "sessions poll as the server's option says")
         #expect(try parse("{\"poll\": \"off\"}").poll == .off)
         #expect(try parse("{\"poll\": \"100\"}").poll?.maximumNanoseconds == 100_000)
+        #expect(file.isolate == nil && file.user == nil)
+        let isolated = try parse("{\"isolate\": \"process\", \"user\": \"root\"}")
+        #expect(isolated.isolate == "process" && isolated.user == "root")
     }
 
     /// Each bad file, the line the error must name, and words its reason must contain.
@@ -60,6 +63,8 @@ struct ConfigFileTests {
         ("{\n  \"socket_dir\": 7\n}", 2, "path string"),
         ("{\n  \"poll\": \"fast\"\n}", 2, "\"poll\" is \"adaptive\", \"off\" or a number of microseconds"),
         ("{\n  \"poll\": 50\n}", 2, "\"poll\" is a string"),
+        ("{\n  \"isolate\": \"vm\"\n}", 2, "\"isolate\" is \"none\" or \"process\""),
+        ("{\n  \"user\": \"no-such-user-here\"\n}", 2, "no user 'no-such-user-here'"),
     ]
 
     @Test(arguments: bad)
@@ -98,7 +103,7 @@ struct ConfigFileTests {
     @Test func theServerStartsTheFileDevicesAndManagesThemThroughItsControlSocket() throws {
         let directory = TemporaryDirectory()
         let config = directory.path + "/devices.json"
-        try write(Self.good, to: config)
+        try writeFile(Self.good, to: config)
         let server = try ServerProcess(arguments: ["--config", config], firstDevice: false)
         // The announcement is printed just after the control socket appears.
         for _ in 0..<100 where !server.output.contains(Self.serialUUID) { usleep(20_000) }
@@ -141,7 +146,7 @@ struct ConfigFileTests {
     @Test func theServerRefusesToStartHalfConfigured() throws {
         let directory = TemporaryDirectory()
         let config = directory.path + "/devices.json"
-        try write("""
+        try writeFile("""
         {"devices": [
           {"uuid": "\(Self.serialUUID)", "type": "mtty-2"},
           {"uuid": "\(Self.nicUUID)", "type": "virtio-net", "params": {"backend": "sink", "queue-size": "3"}}
@@ -152,12 +157,6 @@ struct ConfigFileTests {
         #expect(status.map { $0 >> 8 } == 1)
         #expect(server.errors.contains("\(config):3: device \(Self.nicUUID) (virtio-net): virtio-net: queue-size must be a power of two"), "\(server.errors)")
         #expect(server.directory.entries == ["stderr.txt", "stdout.txt"], "nothing left listening")
-    }
-
-    private func write(_ text: String, to path: String) throws {
-        guard let file = fopen(path, "w") else { throw Errno(rawValue: errno) }
-        fputs(text, file)
-        fclose(file)
     }
 }
 

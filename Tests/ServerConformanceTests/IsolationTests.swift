@@ -84,13 +84,7 @@ struct IsolationTests {
         #expect(fields["CapPrm"] == "0000000000000000")
         #expect(fields["CapBnd"] == "0000000000000000" || getuid() != 0, "a worker of root empties its bounding set")
         // 0-2, the instance's socket, the channel to the manager, and what the device made (eventfds).
-        let fds = directoryEntries("/proc/\(serial.pid)/fd") ?? []
-        var targets: [Int: String] = [:]
-        for fd in fds.compactMap({ Int($0) }) {
-            var buffer = [CChar](repeating: 0, count: 256)
-            let length = readlink("/proc/\(serial.pid)/fd/\(fd)", &buffer, 255)
-            targets[fd] = String(decoding: buffer.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
+        let targets = openFiles(of: serial.pid)
         #expect(targets[0] == "/dev/null")
         #expect(targets[3]?.hasPrefix("socket:") == true && targets[4]?.hasPrefix("socket:") == true, "\(targets)")
         let others = targets.filter { $0.key > 4 && !$0.value.hasPrefix("anon_inode:") }
@@ -109,6 +103,19 @@ struct IsolationTests {
         #expect(uid == Array(repeating: String(nobody), count: 4), "real, effective, saved and fs uid: \(uid ?? [])")
         #expect(Self.status(serial.pid)["Groups"] == "", "no supplementary groups")
         try Self.serialWorks(serial.socket, seed: 0x40)
+    }
+
+    @Test func theConfigurationFileIsolatesItsDevices() throws {
+        let directory = TemporaryDirectory()
+        let uuid = "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c21"
+        let path = directory.path + "/devices.json"
+        let text = "{\"isolate\": \"process\", \"devices\": [{\"uuid\": \"\(uuid)\", \"type\": \"mtty-2\"}]}"
+        try writeFile(text, to: path)
+        let server = try ServerProcess(arguments: ["--config", path], firstDevice: false)
+        let entry = try #require(try Self.listed(server, uuid), "the file's device runs: \(server.errors)")
+        let pid = try #require(entry["pid"]?.intValue, "in a worker")
+        #expect(Self.status(pid_t(pid))["Seccomp"] == "2")
+        try Self.serialWorks(try #require(entry["socket"]?.stringValue), seed: 0x70)
     }
 
     @Test func anUnknownUserIsRefusedAtStart() throws {

@@ -1,3 +1,4 @@
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,11 +36,22 @@ public func directoryEntries(_ path: String) -> [String]? {
 }
 
 /// What each open fd of a process refers to, as /proc shows it ("socket:[123]", "/memfd:x (deleted)").
-public func openFileTargets(of pid: pid_t) -> [String] {
-    (directoryEntries("/proc/\(pid)/fd") ?? []).compactMap { fd in
+public func openFileTargets(of pid: pid_t) -> [String] { openFiles(of: pid).sorted { $0.key < $1.key }.map(\.value) }
+
+/// Each open fd of a process and what it refers to.
+public func openFiles(of pid: pid_t) -> [Int: String] {
+    var files: [Int: String] = [:]
+    for fd in (directoryEntries("/proc/\(pid)/fd") ?? []).compactMap({ Int($0) }) {
         var target = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/\(pid)/fd/\(fd)", &target, target.count - 1)
-        return length > 0 ? String(decoding: target.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+        if length > 0 { files[fd] = String(decoding: target.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
     }
+    return files
 }
 
+/// Writes `text` to a new file at `path`.
+public func writeFile(_ text: String, to path: String) throws {
+    guard let file = fopen(path, "w") else { throw Errno(rawValue: errno) }
+    fputs(text, file)
+    fclose(file)
+}

@@ -13,6 +13,8 @@ import Glibc
 ///       "control": "/run/vfio-user-swift/control.sock",
 ///       "socket_mode": "0660",
 ///       "poll": "adaptive",
+///       "isolate": "process",
+///       "user": "nobody",
 ///       "pools": {"virtio-net": 8},
 ///       "devices": [
 ///         {"uuid": "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c01", "type": "mtty-2"},
@@ -38,6 +40,10 @@ public struct ServerConfigFile: Sendable {
     public var socketMode: UInt16?
     /// How sessions poll their sockets ("adaptive", "off" or microseconds; see `PollPolicy`).
     public var poll: PollPolicy?
+    /// Whether each instance gets a worker process ("process") or not ("none").
+    public var isolate: String?
+    /// The user isolated workers run as.
+    public var user: String?
     public var pools: [String: Int] = [:]
     public var devices: [Device] = []
 
@@ -80,6 +86,12 @@ public struct ServerConfigFile: Sendable {
                 guard let policy = PollPolicy(text) else { throw fail(at, "\"poll\" is \"adaptive\", \"off\" or a number of microseconds up to 10000") }
                 poll = policy
             case ("poll", _): throw fail(at, "\"poll\" is a string: \"adaptive\", \"off\" or microseconds")
+            case let ("isolate", .string(text)) where text == "none" || text == "process": isolate = text
+            case ("isolate", _): throw fail(at, "\"isolate\" is \"none\" or \"process\"")
+            case let ("user", .string(name)):
+                guard WorkerUser(name: name) != nil else { throw fail(at, "\"user\": no user '\(name)' on this system") }
+                user = name
+            case ("user", _): throw fail(at, "\"user\" is a user name")
             case let ("pools", .object(pools)):
                 let known = Set(types.map(\.pool.name))
                 for pool in pools {
@@ -97,7 +109,7 @@ public struct ServerConfigFile: Sendable {
                     self.devices.append(try Self.device(device, at: at + [.element(index)], in: text, path: path, types: types))
                 }
             case ("devices", _): throw fail(at, "\"devices\" is an array")
-            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, poll, pools, devices")
+            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, poll, isolate, user, pools, devices")
             }
         }
         var seen: [MdevUUID: Int] = [:]

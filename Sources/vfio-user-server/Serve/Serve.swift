@@ -122,7 +122,6 @@ struct Serve: ParsableCommand {
         }
         if let isolate, isolate != "none" && isolate != "process" { throw ValidationError("--isolate takes none or process, not '\(isolate)'") }
         if let user {
-            guard isolate == "process" else { throw ValidationError("--user applies to isolated workers: add --isolate process") }
             guard WorkerUser(name: user) != nil else { throw ValidationError("--user: no user '\(user)' on this system") }
         }
         if let uuid, MdevUUID(uuid) == nil { throw ValidationError("'\(uuid)' is not a UUID (8-4-4-4-12 hex digits)") }
@@ -146,11 +145,12 @@ struct Serve: ParsableCommand {
         }
         var poolSizes = file?.pools ?? [:]
         for (name, size) in ParameterOptions.dictionary(pools) { poolSizes[name] = Int(size) }
+        let isolation = try isolation(file)
         let manager: InstanceManager
         do throws(ManagementError) {
             manager = try InstanceManager(types: DeviceTypes.all, socketDirectory: socketDirectory ?? file?.socketDirectory ?? DefaultPaths.socketDirectory,
                                           configuration: configuration, poolCapacity: poolSizes,
-                                          isolation: isolate == "process" ? .process(WorkerLaunch(user: user.flatMap(WorkerUser.init(name:)))) : .none)
+                                          isolation: isolation)
         } catch {
             throw fatal(error.message)
         }
@@ -196,6 +196,16 @@ struct Serve: ParsableCommand {
         ServerLog.info("signal \(signal): stopping every instance")
         controlServer?.stop()
         manager.shutdown()
+    }
+
+    /// --isolate and --user, or the file's "isolate" and "user".
+    private func isolation(_ file: ServerConfigFile?) throws -> Isolation {
+        let user = self.user ?? file?.user
+        guard (isolate ?? file?.isolate) == "process" else {
+            if user != nil { throw fatal("a user applies to isolated workers: add --isolate process (or \"isolate\": \"process\")") }
+            return .none
+        }
+        return .process(WorkerLaunch(user: user.flatMap(WorkerUser.init(name:))))
     }
 
     /// The device of --type/--socket-path/--fd: on a path (the printed QEMU line attaches it), on an
