@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "WorkerSandbox", dependencies: ["CSeccomp", "CLinux", "Support", system], swiftSettings: strict),
 
         // Endpoints, sessions, device life cycle, the control socket: between the protocol and the command line.
-        .target(name: "VfioUserServer", dependencies: ["VfioUserProto", "RegionEmulation", "CPNG", "Support", system], swiftSettings: strict),
+        .target(name: "VfioUserServer", dependencies: ["VfioUserProto", "RegionEmulation", "CPNG", "CLinux", "Support", system], swiftSettings: strict),
         // The device author's one import: the model protocol and PCI building blocks, and serving.
         .target(name: "VfioUser", dependencies: ["RegionEmulation", "VfioUserServer", "VfioUserProto", "Support", system], swiftSettings: strict),
         // A virtio-net driver over the vfio-user client, written from the virtio specification:

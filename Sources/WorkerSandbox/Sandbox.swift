@@ -41,7 +41,7 @@ public enum Sandbox {
         // Threads and their synchronisation, names and timing.
         "clone", "clone3", "futex", "set_robust_list", "rseq", "sched_yield", "sched_getaffinity", "gettid", "getpid",
         Rule("prctl", argument: 0, in: [UInt64(PR_SET_NAME)]),
-        "clock_gettime", "clock_nanosleep", "nanosleep", "getrandom",
+        "clock_gettime", "gettimeofday", "clock_nanosleep", "nanosleep", "getrandom",
         // Signals: the DMA fault guard's handler, and a crash's report.
         "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "tgkill",
         "exit", "exit_group",

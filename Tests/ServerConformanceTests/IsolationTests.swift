@@ -65,6 +65,14 @@ struct IsolationTests {
         }
     }
 
+    /// How a worker that got SIGSEGV is reported. AddressSanitizer's own handler reads /proc
+    /// for its report, which the sandbox forbids: under it the worker dies of that call instead.
+    #if SANITIZER
+    static let crashReports: Set<String> = ["killed by SIGSEGV", "killed by SIGSYS"]
+    #else
+    static let crashReports: Set<String> = ["killed by SIGSEGV"]
+    #endif
+
     static func waitForState(_ server: ServerProcess, _ uuid: String, _ state: String) throws -> JSONValue? {
         for _ in 0..<200 {
             let entry = try listed(server, uuid)
@@ -92,6 +100,16 @@ struct IsolationTests {
         // And it serves: the protocol through the sandbox.
         try Self.serialWorks(serial.socket, seed: 0x30)
         #expect(try Self.waitForState(server, serial.uuid, "idle")?["sessions"]?.intValue == 1)
+    }
+
+    @Test(.enabled(if: getuid() == 0, "the capability sets of root"))
+    func theManagerHoldsNetAdminOnlyWhileItOpensATAP() throws {
+        let server = try Self.manager()
+        let fields = Self.status(server.pid)
+        let netAdmin: UInt64 = 1 << 12 // CAP_NET_ADMIN
+        let effective = try #require(UInt64(fields["CapEff"] ?? "", radix: 16)), permitted = try #require(UInt64(fields["CapPrm"] ?? "", radix: 16))
+        #expect(permitted & netAdmin != 0, "kept in the permitted set, to open TAPs on request")
+        #expect(effective & netAdmin == 0, "but not effective meanwhile: \(fields["CapEff"] ?? "")")
     }
 
     @Test(.enabled(if: getuid() == 0, "changing user needs root"))
@@ -177,7 +195,7 @@ struct IsolationTests {
         #expect(received == sent, "the NICs' traffic went on: \(received) of \(sent) frames")
 
         let failed = try Self.waitForState(server, serial.uuid, "failed")
-        #expect(failed?["failure"]?.stringValue == "killed by SIGSEGV", "\(failed?.text ?? "")")
+        #expect(Self.crashReports.contains(failed?["failure"]?.stringValue ?? ""), "\(failed?.text ?? "")")
         #expect(try Self.listed(server, left.uuid)?["state"]?.stringValue == "attached")
 
         let restarted = try Self.control(server, .restart(uuid: serial.uuid))["instance"]

@@ -94,6 +94,17 @@ static inline int clinux_clear_capabilities(void) {
 extern int setresuid(uid_t ruid, uid_t euid, uid_t suid);
 extern int setresgid(gid_t rgid, gid_t egid, gid_t sgid);
 
+/// Raises (`on`) or lowers one capability in the calling thread's effective set; raising works only
+/// for a capability still in its permitted set.
+static inline int clinux_set_effective_capability(int cap, int on) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    if (on) data[cap / 32].effective |= 1u << (cap % 32); else data[cap / 32].effective &= ~(1u << (cap % 32));
+    return (int)syscall(SYS_capset, &header, data);
+}
+static inline int clinux_cap_net_admin(void) { return CAP_NET_ADMIN; }
+
 /// Becomes `uid`/`gid` with no supplementary groups, for real, effective and saved ids.
 static inline int clinux_become_user(uid_t uid, gid_t gid) {
     if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0) return -1;

@@ -1,3 +1,4 @@
+import CLinux
 import RegionEmulation
 import Support
 import SystemPackage
@@ -63,6 +64,10 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         }
         poolCapacity = capacity
         try Self.makeDirectory(socketDirectory)
+        // Workers get what needs CAP_NET_ADMIN (a TAP) opened for them: the manager holds it in
+        // its effective set only while it opens one. Effective sets are per thread, and every
+        // thread that serves requests is made after this.
+        if case .process = isolation { _ = clinux_set_effective_capability(clinux_cap_net_admin(), 0) }
     }
 
     public func type(_ id: String) -> MediatedDeviceType? { types.first { $0.id == id } }
@@ -120,8 +125,10 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
                 status.state = reported?["state"]?.stringValue.flatMap(InstanceStatus.State.init(rawValue:)) ?? .failed
                 status.sessions = Int(reported?["sessions"]?.intValue ?? 0)
             } catch {
+                if error.errno == .brokenPipe { worker.waitUntilReaped(milliseconds: 1000) }
                 status.state = .failed
                 status.failure = worker.failure ?? error.message
+                status.pid = worker.processID
             }
         }
         return status
@@ -224,6 +231,8 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         var workerParameters = parameters
         var handedOver: [OwnedFileDescriptor] = []
         do throws(DeviceCreationError) {
+            _ = clinux_set_effective_capability(clinux_cap_net_admin(), 1)
+            defer { _ = clinux_set_effective_capability(clinux_cap_net_admin(), 0) }
             for (key, fd) in try type.handOver?(parameters).sorted(by: { $0.key < $1.key }) ?? [] {
                 workerParameters[key] = String(WorkerSpec.firstHandedOverFD + CInt(handedOver.count))
                 handedOver.append(fd)

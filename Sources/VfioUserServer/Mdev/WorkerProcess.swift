@@ -60,6 +60,15 @@ public final class WorkerProcess: @unchecked Sendable { // `pid`, `channel`, `st
         }
     }
 
+    /// Waits up to `milliseconds` for a worker whose channel broke to be reaped, so that its
+    /// `failure` says how it ended.
+    func waitUntilReaped(milliseconds: Int) {
+        lock.withLock {
+            let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+            while pid != nil && monotonicNanoseconds() < deadline { lock.wait(milliseconds: 10) }
+        }
+    }
+
     /// Starts a worker and waits until it answers; a worker that cannot start is reaped and the
     /// reason thrown (EIO with its exit status).
     func start() throws(ManagementError) {
