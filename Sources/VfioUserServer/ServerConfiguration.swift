@@ -27,9 +27,9 @@ public struct ServerConfiguration: Sendable {
     public var poll = PollPolicy.adaptive
     /// How long a server→client DMA message waits for its reply (QEMU's own default is 5 s).
     public var dmaReplyTimeoutMilliseconds = 5000
-    /// Mode of the socket files (instances' and the control socket): whoever can connect drives the
-    /// device or manages instances, so only the owner by default.
-    public var socketPermissions: FilePermissions = [.ownerRead, .ownerWrite]
+    /// Mode, owner and group of the socket files (instances' and the control socket): whoever can
+    /// connect drives the device or manages instances, so only the owner by default.
+    public var socketAccess = SocketAccess()
 
     public init() {}
 

@@ -1,6 +1,7 @@
 import Support
 import TestSupport
 import Testing
+import VfioUserServer
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,6 +29,47 @@ struct AccessTests {
         let refused = try ServerProcess.run(["--socket-mode", "0999", "--no-control", "--socket-path", "/tmp/unused.sock"])
         #expect(refused.status != 0)
         #expect(refused.errors.contains("--socket-mode takes an octal mode"), "\(refused.errors)")
+    }
+
+    static func owner(_ path: String) -> (uid: uid_t, gid: gid_t)? {
+        var status = stat()
+        return stat(path, &status) == 0 ? (status.st_uid, status.st_gid) : nil
+    }
+
+    @Test(.enabled(if: getuid() == 0, "giving a file away needs root"))
+    func theOwnerAndGroupAreConfigurableForEverySocket() throws {
+        let nobody = try #require(getpwnam("nobody")).pointee.pw_uid
+        let group = try #require(getgrnam("daemon")).pointee.gr_gid
+        let server = try ServerProcess(arguments: ["--type", "mtty-1", "--socket-mode", "0660", "--socket-owner", "nobody", "--socket-group", "daemon"])
+        defer { _ = server.terminate() }
+        for _ in 0..<100 where access(server.path, F_OK) != 0 { usleep(20_000) }
+        for path in [server.path, server.controlPath] {
+            #expect(Self.owner(path)?.uid == nobody && Self.owner(path)?.gid == group, "\(path): \(String(describing: Self.owner(path)))")
+            #expect(Self.mode(path) == 0o660)
+        }
+        // An instance made later, and one of the configuration file with its own group.
+        let started = try ControlClient(path: server.controlPath).send(.start(type: "mtty-1", uuid: nil, parameters: [:]))
+        let socket = try #require(started["instance"]?["socket"]?.stringValue)
+        #expect(Self.owner(socket)?.uid == nobody && Self.owner(socket)?.gid == group)
+
+        let directory = TemporaryDirectory()
+        let uuid = "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c31"
+        try writeFile("{\"socket_mode\": \"0640\", \"devices\": [{\"uuid\": \"\(uuid)\", \"type\": \"mtty-1\", \"socket_group\": \"daemon\"}]}",
+                      to: directory.path + "/devices.json")
+        let configured = try ServerProcess(arguments: ["--config", directory.path + "/devices.json"], firstDevice: false)
+        defer { _ = configured.terminate() }
+        let path = configured.directory.path + "/\(uuid).sock"
+        #expect(Self.owner(path)?.uid == 0 && Self.owner(path)?.gid == group, "the device's own group, the server's user")
+        #expect(Self.mode(path) == 0o640, "the file's mode")
+        #expect(Self.owner(configured.controlPath)?.gid == 0, "the control socket keeps the server's group")
+    }
+
+    @Test func anUnknownOwnerOrGroupIsRefused() throws {
+        for (option, name) in [("--socket-owner", "no-such-user-here"), ("--socket-group", "no-such-group-here")] {
+            let refused = try ServerProcess.run([option, name, "--no-control", "--socket-path", "/tmp/unused.sock"])
+            #expect(refused.status != 0)
+            #expect(refused.errors.contains("\(option): no \(option == "--socket-owner" ? "user" : "group") '\(name)' on this system"), "\(refused.errors)")
+        }
     }
 
     /// The modes of the device and control sockets of a server started under `mask`, with

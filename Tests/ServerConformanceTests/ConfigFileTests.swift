@@ -64,6 +64,9 @@ struct ConfigFileTests {
         ("{\n  \"poll\": \"fast\"\n}", 2, "\"poll\" is \"adaptive\", \"off\" or a number of microseconds"),
         ("{\n  \"poll\": 50\n}", 2, "\"poll\" is a string"),
         ("{\n  \"isolate\": \"vm\"\n}", 2, "\"isolate\" is \"none\" or \"process\""),
+        ("{\n  \"socket_group\": \"no-such-group-here\"\n}", 2, "no group 'no-such-group-here'"),
+        ("{\"devices\": [\n  {\"uuid\": \"\(serialUUID)\", \"type\": \"mtty-1\",\n   \"socket_owner\": \"no-such-user-here\"}\n]}", 3, "no user 'no-such-user-here'"),
+        ("{\"devices\": [\n  {\"uuid\": \"\(serialUUID)\", \"type\": \"mtty-1\",\n   \"socket_mode\": 660}\n]}", 3, "\"socket_mode\" is a string"),
         ("{\n  \"user\": \"no-such-user-here\"\n}", 2, "no user 'no-such-user-here'"),
     ]
 

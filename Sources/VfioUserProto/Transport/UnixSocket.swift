@@ -17,8 +17,9 @@ public enum UnixSocket {
     /// beside it and renamed into place after `listen`, so a client that waits for the file (as
     /// scripts and tests do) never finds it refusing connections (ECONNREFUSED between bind and
     /// listen). Where no provisional name fits in `sun_path`, it is bound at `path` itself.
-    public static func listen(path: String, permissions: FilePermissions = [.ownerRead, .ownerWrite],
+    public static func listen(path: String, access: SocketAccess = SocketAccess(),
                               backlog: CInt = 16) throws(TransportError) -> OwnedFileDescriptor {
+        let permissions = access.permissions
         var address = try socketAddress(path)
         var status = stat()
         if lstat(path, &status) == 0 {
@@ -47,6 +48,9 @@ public enum UnixSocket {
         do throws(TransportError) {
             // Undo what the umask took away, so the mode is exactly the one asked for.
             guard chmod(boundPath, permissions.rawValue) == 0 else { throw lastError("chmod \(boundPath)") }
+            if access.owner != nil || access.group != nil {
+                guard chown(boundPath, access.owner ?? uid_t.max, access.group ?? gid_t.max) == 0 else { throw lastError("chown \(boundPath)") }
+            }
             guard Glibc.listen(socket.rawValue, backlog) == 0 else { throw lastError("listen \(path)") }
             // Never over a file that appeared at `path` meanwhile (bind would have refused it too).
             if let provisional, clinux_rename_noreplace(provisional, path) != 0 {
@@ -170,5 +174,19 @@ public enum UnixSocket {
 
     static func lastError(_ call: String) -> TransportError {
         .system(Errno(rawValue: errno), call)
+    }
+}
+
+/// Who may connect to a socket file: its mode, and the user and group it belongs to (nil keeps
+/// the server's own). 0600 by default: whoever can connect drives the device.
+public struct SocketAccess: Sendable, Equatable {
+    public var permissions: FilePermissions
+    public var owner: uid_t?
+    public var group: gid_t?
+
+    public init(permissions: FilePermissions = [.ownerRead, .ownerWrite], owner: uid_t? = nil, group: gid_t? = nil) {
+        self.permissions = permissions
+        self.owner = owner
+        self.group = group
     }
 }

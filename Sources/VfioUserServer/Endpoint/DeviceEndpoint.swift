@@ -41,12 +41,12 @@ public final class DeviceEndpoint: @unchecked Sendable { // Mutable state (`acti
     static let refusalMilliseconds = 2000
 
     /// Listens on `path` (mode `permissions`, 0600 by default; a stale socket is replaced).
-    public init(path: String, permissions: FilePermissions = [.ownerRead, .ownerWrite], device: EmulatedDevice,
+    public init(path: String, access: SocketAccess = SocketAccess(), device: EmulatedDevice,
                 configuration: ServerConfiguration, name: String) throws(TransportError) {
         self.name = name
         self.device = device
         self.configuration = configuration
-        source = .listener(try UnixSocket.listen(path: path, permissions: permissions))
+        source = .listener(try UnixSocket.listen(path: path, access: access))
         socketPath = path
         socketIdentity = UnixSocket.identity(of: path)
     }

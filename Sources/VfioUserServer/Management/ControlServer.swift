@@ -28,7 +28,7 @@ public final class ControlServer: @unchecked Sendable { // `connections`, `stopp
         self.manager = manager
         self.path = path
         service = ManagementService(manager: manager)
-        listener = try UnixSocket.listen(path: path, permissions: manager.configuration.socketPermissions)
+        listener = try UnixSocket.listen(path: path, access: manager.configuration.socketAccess)
         identity = UnixSocket.identity(of: path)
     }
 

@@ -1,5 +1,6 @@
 import RegionEmulation
 import Support
+import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -12,13 +13,15 @@ import Glibc
 ///       "socket_dir": "/run/vfio-user-swift",
 ///       "control": "/run/vfio-user-swift/control.sock",
 ///       "socket_mode": "0660",
+///       "socket_group": "kvm",
 ///       "poll": "adaptive",
 ///       "isolate": "process",
 ///       "user": "nobody",
 ///       "pools": {"virtio-net": 8},
 ///       "devices": [
 ///         {"uuid": "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c01", "type": "mtty-2"},
-///         {"uuid": "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c02", "type": "virtio-net", "params": {"tap": "vtap0"}}
+///         {"uuid": "0f3c5d2e-7a41-4c1b-9d0e-2b6a8f4e1c02", "type": "virtio-net", "params": {"tap": "vtap0"},
+///          "socket_owner": "libvirt-qemu"}
 ///       ]
 ///     }
 ///
@@ -29,6 +32,8 @@ public struct ServerConfigFile: Sendable {
         public var uuid: MdevUUID
         public var type: String
         public var parameters: [String: String]
+        /// Its socket file's mode, owner and group, where they differ from the server's.
+        public var socketAccess = SocketAccessOverride()
         /// Where the device's object starts in the file.
         public var line: Int
     }
@@ -36,8 +41,8 @@ public struct ServerConfigFile: Sendable {
     public var path: String
     public var socketDirectory: String?
     public var controlPath: String?
-    /// Mode of every socket file, e.g. 0660 for a group of QEMU users.
-    public var socketMode: UInt16?
+    /// Mode, owner and group of every socket file, e.g. 0660 and group kvm for QEMU's users.
+    public var socketAccess = SocketAccessOverride()
     /// How sessions poll their sockets ("adaptive", "off" or microseconds; see `PollPolicy`).
     public var poll: PollPolicy?
     /// Whether each instance gets a worker process ("process") or not ("none").
@@ -78,10 +83,8 @@ public struct ServerConfigFile: Sendable {
             case let ("socket_dir", .string(directory)): socketDirectory = directory
             case let ("control", .string(control)): controlPath = control
             case ("socket_dir", _), ("control", _): throw fail(at, "\"\(member.key)\" is a path string")
-            case let ("socket_mode", .string(mode)):
-                guard let value = Self.socketMode(mode) else { throw fail(at, "\"socket_mode\" is an octal mode from 0 to 0777, e.g. \"0660\"") }
-                socketMode = value
-            case ("socket_mode", _): throw fail(at, "\"socket_mode\" is an octal string, e.g. \"0660\"")
+            case ("socket_mode", _), ("socket_owner", _), ("socket_group", _):
+                if let reason = socketAccess.set(member.key, member.value) { throw fail(at, reason) }
             case let ("poll", .string(text)):
                 guard let policy = PollPolicy(text) else { throw fail(at, "\"poll\" is \"adaptive\", \"off\" or a number of microseconds up to 10000") }
                 poll = policy
@@ -109,7 +112,7 @@ public struct ServerConfigFile: Sendable {
                     self.devices.append(try Self.device(device, at: at + [.element(index)], in: text, path: path, types: types))
                 }
             case ("devices", _): throw fail(at, "\"devices\" is an array")
-            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, poll, isolate, user, pools, devices")
+            default: throw fail(at, "unknown member \"\(member.key)\"; the file has socket_dir, control, socket_mode, socket_owner, socket_group, poll, isolate, user, pools, devices")
             }
         }
         var seen: [MdevUUID: Int] = [:]
@@ -127,8 +130,13 @@ public struct ServerConfigFile: Sendable {
             ConfigFileError(path: file, line: JSONTextPosition.line(of: at, in: text), reason: reason)
         }
         guard case let .object(members) = json else { throw fail(path, "a device is an object with uuid, type and params") }
-        if let extra = members.first(where: { !["uuid", "type", "params"].contains($0.key) }) {
-            throw fail(path + [.member(extra.key)], "unknown member \"\(extra.key)\"; a device has uuid, type, params")
+        let known = ["uuid", "type", "params", "socket_mode", "socket_owner", "socket_group"]
+        if let extra = members.first(where: { !known.contains($0.key) }) {
+            throw fail(path + [.member(extra.key)], "unknown member \"\(extra.key)\"; a device has \(known.joined(separator: ", "))")
+        }
+        var access = SocketAccessOverride()
+        for member in members where member.key.hasPrefix("socket_") {
+            if let reason = access.set(member.key, member.value) { throw fail(path + [.member(member.key)], reason) }
         }
         guard case let .string(uuidText)? = json["uuid"] else { throw fail(path, "the device has no \"uuid\" string") }
         guard let uuid = MdevUUID(uuidText) else {
@@ -145,7 +153,7 @@ public struct ServerConfigFile: Sendable {
         if let unknown = parameters.keys.sorted().first(where: { type.parameters[$0] == nil }) {
             throw fail(path + [.member("params"), .member(unknown)], "\(typeID) has no parameter \"\(unknown)\"")
         }
-        return Device(uuid: uuid, type: typeID, parameters: parameters, line: JSONTextPosition.line(of: path, in: text) ?? 0)
+        return Device(uuid: uuid, type: typeID, parameters: parameters, socketAccess: access, line: JSONTextPosition.line(of: path, in: text) ?? 0)
     }
 
     private static func read(_ path: String) -> String? {
@@ -167,7 +175,8 @@ public struct ServerConfigFile: Sendable {
         var started: [MediatedDeviceInstance] = []
         for device in devices {
             do throws(ManagementError) {
-                started.append(try manager.create(type: device.type, uuid: device.uuid, parameters: device.parameters, origin: .configFile))
+                started.append(try manager.create(type: device.type, uuid: device.uuid, parameters: device.parameters, origin: .configFile,
+                                                  access: device.socketAccess.applied(to: manager.configuration.socketAccess)))
             } catch {
                 for instance in started.reversed() { _ = try? manager.remove(instance.uuid, force: true, timeoutMilliseconds: 0) }
                 throw ConfigFileError(path: path, line: device.line, reason: "device \(device.uuid) (\(device.type)): \(error.message)")
@@ -184,4 +193,43 @@ public struct ConfigFileError: Error, CustomStringConvertible, Equatable {
     public var reason: String
 
     public var description: String { line.map { "\(path):\($0): \(reason)" } ?? "\(path): \(reason)" }
+}
+
+/// Mode, owner and group of socket files as a configuration file gives them; what it leaves out
+/// stays as the server has it.
+public struct SocketAccessOverride: Sendable, Equatable {
+    public var mode: UInt16?
+    public var owner: uid_t?
+    public var group: gid_t?
+
+    public init(mode: UInt16? = nil, owner: uid_t? = nil, group: gid_t? = nil) {
+        self.mode = mode
+        self.owner = owner
+        self.group = group
+    }
+
+    public func applied(to access: SocketAccess) -> SocketAccess {
+        var result = access
+        if let mode { result.permissions = FilePermissions(rawValue: CModeT(mode)) }
+        if let owner { result.owner = owner }
+        if let group { result.group = group }
+        return result
+    }
+
+    /// Sets "socket_mode", "socket_owner" or "socket_group" from the file; the reason it cannot.
+    mutating func set(_ key: String, _ value: JSONValue) -> String? {
+        guard case let .string(text) = value else { return "\"\(key)\" is a string" }
+        switch key {
+        case "socket_mode":
+            guard let mode = ServerConfigFile.socketMode(text) else { return "\"socket_mode\" is an octal mode from 0 to 0777, e.g. \"0660\"" }
+            self.mode = mode
+        case "socket_owner":
+            guard let user = Accounts.user(named: text) else { return "\"socket_owner\": no user '\(text)' on this system" }
+            owner = user.uid
+        default:
+            guard let gid = Accounts.group(named: text) else { return "\"socket_group\": no group '\(text)' on this system" }
+            group = gid
+        }
+        return nil
+    }
 }

@@ -136,15 +136,16 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
 
     // MARK: Create
 
-    /// Makes an instance of `typeID` and starts serving it. `uuid` nil picks a random one.
+    /// Makes an instance of `typeID` and starts serving it. `uuid` nil picks a random one; `access`
+    /// (mode, owner, group of its socket file) replaces the server's for this instance.
     ///
     /// Errors: EINVAL (unknown type or parameter, or the model refused its parameters), EEXIST (the
     /// UUID is taken), ENOSPC (the type's pool is exhausted), the socket's errno (e.g. EADDRINUSE),
     /// ESHUTDOWN (the server is stopping).
     @discardableResult
     public func create(type typeID: String, uuid requested: MdevUUID? = nil, parameters: [String: String] = [:],
-                       placement: Placement = .socketDirectory, origin: MediatedDeviceInstance.Origin = .controlSocket)
-        throws(ManagementError) -> MediatedDeviceInstance
+                       placement: Placement = .socketDirectory, origin: MediatedDeviceInstance.Origin = .controlSocket,
+                       access: SocketAccess? = nil) throws(ManagementError) -> MediatedDeviceInstance
     {
         guard let type = type(typeID) else {
             throw ManagementError(.invalidArgument, "unknown type '\(typeID)'; types: \(types.map(\.id).joined(separator: ", "))")
@@ -158,7 +159,7 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         if case let .process(launch) = isolation {
             switch placement {
             case .connection: break // one client on an inherited connection: served here, see Serve
-            default: return try createWorker(type: type, uuid: uuid, parameters: parameters, placement: placement, origin: origin, launch: launch)
+            default: return try createWorker(type: type, uuid: uuid, parameters: parameters, placement: placement, origin: origin, access: access, launch: launch)
             }
         }
 
@@ -175,9 +176,9 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
         do throws(TransportError) {
             switch placement {
             case .socketDirectory:
-                endpoint = try DeviceEndpoint(path: socketPath(for: uuid), permissions: configuration.socketPermissions, device: device, configuration: configuration, name: name)
+                endpoint = try DeviceEndpoint(path: socketPath(for: uuid), access: access ?? configuration.socketAccess, device: device, configuration: configuration, name: name)
             case let .path(path):
-                endpoint = try DeviceEndpoint(path: path, permissions: configuration.socketPermissions, device: device, configuration: configuration, name: name)
+                endpoint = try DeviceEndpoint(path: path, access: access ?? configuration.socketAccess, device: device, configuration: configuration, name: name)
             case let .listener(socket):
                 endpoint = DeviceEndpoint(listeningSocket: socket, device: device, configuration: configuration, name: name)
             case let .connection(socket):
@@ -210,7 +211,7 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
     /// Starts an isolated instance: the socket is made here and kept, the model is made by the
     /// worker. What the type needs opened with the manager's privileges (a TAP) is handed over.
     private func createWorker(type: MediatedDeviceType, uuid: MdevUUID, parameters: [String: String], placement: Placement,
-                              origin: MediatedDeviceInstance.Origin, launch: WorkerLaunch) throws(ManagementError) -> MediatedDeviceInstance {
+                              origin: MediatedDeviceInstance.Origin, access: SocketAccess?, launch: WorkerLaunch) throws(ManagementError) -> MediatedDeviceInstance {
         let listener: OwnedFileDescriptor
         let path: String?
         do throws(TransportError) {
@@ -221,7 +222,7 @@ public final class InstanceManager: @unchecked Sendable { // `slots`, `order`, `
             }
             switch placement {
             case let .listener(socket), let .connection(socket): listener = socket
-            default: listener = try UnixSocket.listen(path: path!, permissions: configuration.socketPermissions)
+            default: listener = try UnixSocket.listen(path: path!, access: access ?? configuration.socketAccess)
             }
         } catch {
             release(uuid, type)

@@ -36,10 +36,8 @@ public struct WorkerUser: Sendable, Equatable {
 
     /// The user `name` (or a numeric uid); nil when the system has no such user.
     public init?(name: String) {
-        guard let entry = getpwnam(name) ?? UInt32(name).flatMap({ getpwuid($0) }) else { return nil }
-        self.name = String(cString: entry.pointee.pw_name)
-        uid = entry.pointee.pw_uid
-        gid = entry.pointee.pw_gid
+        guard let user = Accounts.user(named: name) else { return nil }
+        (self.name, uid, gid) = user
     }
 
     init(name: String, uid: uid_t, gid: gid_t) {
