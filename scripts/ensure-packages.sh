@@ -6,7 +6,7 @@ want=()
 for need in "$@"; do
   case $need in
     build) want+=(libjson-c-dev libpng-dev libseccomp-dev pkg-config socat xxd) ;; # socat and xxd: the examples the tests run
-    e2e) want+=(debootstrap busybox-static cpio xz-utils iproute2 gcc) ;;
+    e2e) want+=(debootstrap busybox-static cpio xz-utils iproute2 gcc systemd) ;; # systemd: systemd-analyze and systemd-socket-activate
   esac
 done
 missing=()

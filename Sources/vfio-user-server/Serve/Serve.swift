@@ -58,6 +58,12 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of every socket file, octal (default 0600: the owner only).", valueName: "mode"))
     var socketMode: String?
 
+    @Option(name: .customLong("socket-owner"), help: ArgumentHelp("Owner of every socket file (default: the server's user).", valueName: "user"))
+    var socketOwner: String?
+
+    @Option(name: .customLong("socket-group"), help: ArgumentHelp("Group of every socket file, e.g. kvm with --socket-mode 0660.", valueName: "group"))
+    var socketGroup: String?
+
     @Option(name: .customLong("pool"), help: ArgumentHelp("Size of a resource pool (repeatable), e.g. virtio-net=8.", valueName: "name=size"))
     var pools: [String] = []
 
@@ -117,6 +123,8 @@ struct Serve: ParsableCommand {
         if let socketMode, ServerConfigFile.socketMode(socketMode) == nil {
             throw ValidationError("--socket-mode takes an octal mode from 0 to 0777, e.g. 0660, not '\(socketMode)'")
         }
+        if let socketOwner, Accounts.user(named: socketOwner) == nil { throw ValidationError("--socket-owner: no user '\(socketOwner)' on this system") }
+        if let socketGroup, Accounts.group(named: socketGroup) == nil { throw ValidationError("--socket-group: no group '\(socketGroup)' on this system") }
         if let poll, PollPolicy(poll) == nil {
             throw ValidationError("--poll takes adaptive, off or a number of microseconds up to 10000, not '\(poll)'")
         }
@@ -133,6 +141,11 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         ProcessSignals.blockTermination()
+        Systemd.takeNotifySocket()
+        let activated = Systemd.takeListenFDs()
+        guard activated.count <= 1, activated.isEmpty || fd == nil else {
+            throw fatal("systemd passed \(activated.count) sockets\(fd == nil ? "" : " and --fd was given"): a server takes one, its first device's")
+        }
         var configuration = ServerConfiguration()
         configuration.trace = trace
         let file: ServerConfigFile?
@@ -140,9 +153,11 @@ struct Serve: ParsableCommand {
             throw fatal("bad configuration: \(error)")
         }
         if let policy = poll.flatMap(PollPolicy.init) ?? file?.poll { configuration.poll = policy }
-        if let mode = socketMode.flatMap(ServerConfigFile.socketMode) ?? file?.socketMode {
-            configuration.socketPermissions = FilePermissions(rawValue: CModeT(mode))
-        }
+        // The options win over the file.
+        configuration.socketAccess = SocketAccessOverride(mode: socketMode.flatMap(ServerConfigFile.socketMode),
+                                                          owner: socketOwner.flatMap { Accounts.user(named: $0)?.uid },
+                                                          group: socketGroup.flatMap(Accounts.group(named:)))
+            .applied(to: (file?.socketAccess ?? SocketAccessOverride()).applied(to: SocketAccess()))
         var poolSizes = file?.pools ?? [:]
         for (name, size) in ParameterOptions.dictionary(pools) { poolSizes[name] = Int(size) }
         let isolation = try isolation(file)
@@ -157,7 +172,7 @@ struct Serve: ParsableCommand {
 
         var announcements: [String] = []
         do {
-            if servesFirstDevice { announcements.append(try startFirstDevice(on: manager)) }
+            if servesFirstDevice || !activated.isEmpty { announcements.append(try startFirstDevice(on: manager, fd: fd ?? activated.first)) }
             if let file {
                 do throws(ConfigFileError) {
                     for instance in try file.start(on: manager) { announcements.append(Self.announcement(instance)) }
@@ -191,9 +206,12 @@ struct Serve: ParsableCommand {
         }
         print(announcements.joined(separator: "\n"))
         fflush(nil)
+        // Every device listens, and the control socket: what a unit ordered after this one needs.
+        Systemd.notify("READY=1\nSTATUS=serving \(manager.statuses().count) instances")
 
         let signal = ProcessSignals.waitForTermination()
         ServerLog.info("signal \(signal): stopping every instance")
+        Systemd.notify("STOPPING=1")
         controlServer?.stop()
         manager.shutdown()
     }
@@ -211,7 +229,7 @@ struct Serve: ParsableCommand {
     /// The device of --type/--socket-path/--fd: on a path (the printed QEMU line attaches it), on an
     /// inherited listening socket, or on an inherited connected socket as its only client (the
     /// server then exits when that client leaves).
-    private func startFirstDevice(on manager: InstanceManager) throws -> String {
+    private func startFirstDevice(on manager: InstanceManager, fd: Int32?) throws -> String {
         let typeID = type ?? "mtty-2"
         let parsedUUID = uuid.flatMap(MdevUUID.init)
         let placement: InstanceManager.Placement
