@@ -16,4 +16,11 @@ public enum Accounts {
         guard let entry = getgrnam(name) ?? UInt32(name).flatMap({ getgrgid($0) }) else { return nil }
         return entry.pointee.gr_gid
     }
+
+    /// Who a file should belong to: a user of the database by name, or any uid by number (as for
+    /// chown(1): the file may be for a uid this system does not list, such as a container's).
+    public static func fileOwner(_ text: String) -> uid_t? { user(named: text)?.uid ?? UInt32(text) }
+
+    /// The group a file should belong to: by name, or any gid by number.
+    public static func fileGroup(_ text: String) -> gid_t? { group(named: text) ?? UInt32(text) }
 }

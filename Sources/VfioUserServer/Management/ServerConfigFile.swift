@@ -224,10 +224,10 @@ public struct SocketAccessOverride: Sendable, Equatable {
             guard let mode = ServerConfigFile.socketMode(text) else { return "\"socket_mode\" is an octal mode from 0 to 0777, e.g. \"0660\"" }
             self.mode = mode
         case "socket_owner":
-            guard let user = Accounts.user(named: text) else { return "\"socket_owner\": no user '\(text)' on this system" }
-            owner = user.uid
+            guard let uid = Accounts.fileOwner(text) else { return "\"socket_owner\": no user '\(text)' on this system" }
+            owner = uid
         default:
-            guard let gid = Accounts.group(named: text) else { return "\"socket_group\": no group '\(text)' on this system" }
+            guard let gid = Accounts.fileGroup(text) else { return "\"socket_group\": no group '\(text)' on this system" }
             group = gid
         }
         return nil

@@ -192,7 +192,7 @@ public final class WorkerProcess: @unchecked Sendable { // `pid`, `channel`, `st
         defer { lifted.filter { $0 >= 0 }.forEach { close($0) } }
         guard !lifted.contains(-1) else { throw Errno(rawValue: errno) }
 
-        var arguments = ([launch.executable] + launch.arguments + ["--spec", spec.json.text]).map { strdup($0) } + [nil]
+        var arguments = ([launch.name] + launch.arguments + ["--spec", spec.json.text]).map { strdup($0) } + [nil]
         defer { arguments.forEach { free($0) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

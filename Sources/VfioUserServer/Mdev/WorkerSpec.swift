@@ -16,13 +16,16 @@ public enum Isolation: Sendable, Equatable {
 public struct WorkerLaunch: Sendable, Equatable {
     /// The program, "/proc/self/exe" for this very binary (even if its file was replaced since).
     public var executable: String
+    /// The worker's argv[0], what ps shows.
+    public var name: String
     /// What comes before the spec on the command line, e.g. ["worker"].
     public var arguments: [String]
     /// The user workers run as; nil keeps the server's (without any capability).
     public var user: WorkerUser?
 
-    public init(executable: String = "/proc/self/exe", arguments: [String] = ["worker"], user: WorkerUser? = nil) {
+    public init(executable: String = "/proc/self/exe", name: String = "vfio-user-server", arguments: [String] = ["worker"], user: WorkerUser? = nil) {
         self.executable = executable
+        self.name = name
         self.arguments = arguments
         self.user = user
     }

@@ -22,9 +22,13 @@ struct Serve: ParsableCommand {
         A device serves one client at a time; a second one gets an EBUSY error reply. When a client \
         goes away the device is reset (eventfds closed, DMA unmapped, registers back to power-on) \
         and the next one may attach (one that connects while the old session is still ending \
-        waits for it). Sockets are created with mode 0600; a stale socket left by a \
-        dead server is replaced. The server does not daemonize; SIGTERM or SIGINT stop every \
-        instance, disconnect their clients and remove their sockets.
+        waits for it). Sockets are created with mode 0600 (--socket-mode, --socket-owner, \
+        --socket-group); a stale socket left by a dead server is replaced. With --isolate process \
+        each instance runs in a sandboxed worker process; one that dies shows as failed in list \
+        and restart starts it again. The server does not daemonize; under systemd it takes its \
+        first device's socket from LISTEN_FDS and reports READY=1 to NOTIFY_SOCKET once every \
+        device listens. SIGTERM or SIGINT stop every instance, disconnect their clients and \
+        remove their sockets.
         """
     )
 
@@ -58,10 +62,10 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of every socket file, octal (default 0600: the owner only).", valueName: "mode"))
     var socketMode: String?
 
-    @Option(name: .customLong("socket-owner"), help: ArgumentHelp("Owner of every socket file (default: the server's user).", valueName: "user"))
+    @Option(name: .customLong("socket-owner"), help: ArgumentHelp("Owner of every socket file, a name or a uid (default: the server's user).", valueName: "user"))
     var socketOwner: String?
 
-    @Option(name: .customLong("socket-group"), help: ArgumentHelp("Group of every socket file, e.g. kvm with --socket-mode 0660.", valueName: "group"))
+    @Option(name: .customLong("socket-group"), help: ArgumentHelp("Group of every socket file, a name or a gid, e.g. kvm with --socket-mode 0660.", valueName: "group"))
     var socketGroup: String?
 
     @Option(name: .customLong("pool"), help: ArgumentHelp("Size of a resource pool (repeatable), e.g. virtio-net=8.", valueName: "name=size"))
@@ -123,8 +127,8 @@ struct Serve: ParsableCommand {
         if let socketMode, ServerConfigFile.socketMode(socketMode) == nil {
             throw ValidationError("--socket-mode takes an octal mode from 0 to 0777, e.g. 0660, not '\(socketMode)'")
         }
-        if let socketOwner, Accounts.user(named: socketOwner) == nil { throw ValidationError("--socket-owner: no user '\(socketOwner)' on this system") }
-        if let socketGroup, Accounts.group(named: socketGroup) == nil { throw ValidationError("--socket-group: no group '\(socketGroup)' on this system") }
+        if let socketOwner, Accounts.fileOwner(socketOwner) == nil { throw ValidationError("--socket-owner: no user '\(socketOwner)' on this system") }
+        if let socketGroup, Accounts.fileGroup(socketGroup) == nil { throw ValidationError("--socket-group: no group '\(socketGroup)' on this system") }
         if let poll, PollPolicy(poll) == nil {
             throw ValidationError("--poll takes adaptive, off or a number of microseconds up to 10000, not '\(poll)'")
         }
@@ -155,8 +159,8 @@ struct Serve: ParsableCommand {
         if let policy = poll.flatMap(PollPolicy.init) ?? file?.poll { configuration.poll = policy }
         // The options win over the file.
         configuration.socketAccess = SocketAccessOverride(mode: socketMode.flatMap(ServerConfigFile.socketMode),
-                                                          owner: socketOwner.flatMap { Accounts.user(named: $0)?.uid },
-                                                          group: socketGroup.flatMap(Accounts.group(named:)))
+                                                          owner: socketOwner.flatMap(Accounts.fileOwner),
+                                                          group: socketGroup.flatMap(Accounts.fileGroup))
             .applied(to: (file?.socketAccess ?? SocketAccessOverride()).applied(to: SocketAccess()))
         var poolSizes = file?.pools ?? [:]
         for (name, size) in ParameterOptions.dictionary(pools) { poolSizes[name] = Int(size) }
