@@ -11,14 +11,10 @@ import Glibc
 /// Any other call kills the worker; its manager reports it as failed and the others go on.
 public enum Sandbox {
     /// One allowed system call, with the arguments it may take when it is restricted.
-    public struct Rule: Sendable, Equatable {
+    public struct Rule: Sendable {
         public let name: String
         /// (argument index, allowed values); nil allows any arguments.
         public let argument: (index: UInt32, values: [UInt64])?
-
-        public static func == (a: Rule, b: Rule) -> Bool {
-            a.name == b.name && a.argument?.index == b.argument?.index && a.argument?.values == b.argument?.values
-        }
 
         init(_ name: String, argument index: UInt32? = nil, in values: [UInt64] = []) {
             self.name = name
