@@ -102,6 +102,39 @@ struct IsolationTests {
         #expect(try Self.waitForState(server, serial.uuid, "idle")?["sessions"]?.intValue == 1)
     }
 
+    /// The conversation the fault tests cut (VERSION, the queries, SET_IRQS and DMA_MAP with fds,
+    /// config and BAR accesses, posted and multi writes, the migration query, DMA_UNMAP, RESET), in
+    /// one go through a sandboxed worker: every reply a success, the guest memory mapped by the
+    /// worker while the client holds it and let go when it leaves.
+    @Test func theTypicalConversationGoesThroughAWorker() throws {
+        let server = try Self.manager()
+        let serial = try Self.start(server, "mtty-2")
+        let name = "isolated-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let memory = try Memfd(size: 0x1_0000, name: name)
+        let client = try VfioUserClient(path: serial.socket)
+        let messages = Conversation.messages
+        for message in messages { try client.sendRaw(message.bytes, fds: message.carriesFD ? [memory.fd.descriptor] : []) }
+        var replies = 0
+        for message in messages {
+            let header = try message.bytes.withUnsafeBytes { raw in
+                var reader = ByteReader(raw)
+                return try MessageHeader(decoding: &reader)
+            }
+            guard !header.flags.contains(.noReply) else { continue }
+            _ = try client.awaitReply(id: header.id, command: header.command, timeoutMilliseconds: 5000)
+            replies += 1
+        }
+        #expect(replies == messages.count - 2, "every request answered, the two posted writes not")
+        let mapped = { readFile("/proc/\(serial.pid)/maps").split(separator: "\n").filter { $0.contains("/memfd:\(name)") }.count }
+        #expect(mapped() > 0, "the worker maps the client's memory")
+        #expect(openFiles(of: getpid()).values.contains("/memfd:\(name) (deleted)"))
+        _ = consume client
+        _ = try Self.waitForState(server, serial.uuid, "idle")
+        #expect(mapped() == 0, "and unmaps it when the client leaves")
+        #expect(!openFiles(of: serial.pid).values.contains { $0.contains(name) }, "keeping no copy of its fd")
+        withExtendedLifetime(memory) {}
+    }
+
     @Test(.enabled(if: getuid() == 0, "the capability sets of root"))
     func theManagerHoldsNetAdminOnlyWhileItOpensATAP() throws {
         let server = try Self.manager()
