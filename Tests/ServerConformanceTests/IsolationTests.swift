@@ -169,6 +169,19 @@ struct IsolationTests {
         try Self.serialWorks(try #require(entry["socket"]?.stringValue), seed: 0x70)
     }
 
+    @Test func aDeviceTheWorkerCannotMakeIsRefusedWithItsReason() throws {
+        let server = try Self.manager()
+        do {
+            _ = try Self.control(server, .start(type: "virtio-net", uuid: nil, parameters: ["datagram": "/nonexistent/a.sock,/nonexistent/b.sock"]))
+            Issue.record("a datagram cable in a missing directory was accepted")
+        } catch let error as ManagementError {
+            #expect(error.errno == .invalidArgument, "\(error)")
+            #expect(error.message.contains("cannot bind /nonexistent/a.sock"), "\(error)")
+        }
+        #expect(try Self.control(server, .list)["instances"]?.arrayValue?.isEmpty == true, "nothing left behind")
+        #expect(directoryEntries(server.directory.path)?.filter { $0.hasSuffix(".sock") && $0 != "control.sock" } == [], "no socket file")
+    }
+
     @Test func anUnknownUserIsRefusedAtStart() throws {
         let result = try ServerProcess.run(["--isolate", "process", "--user", "no-such-user-here", "--no-control"])
         #expect(result.status != 0)

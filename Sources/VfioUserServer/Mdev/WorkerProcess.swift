@@ -98,6 +98,8 @@ public final class WorkerProcess: @unchecked Sendable { // `pid`, `channel`, `st
             _ = try request(.list, timeoutMilliseconds: Self.startMilliseconds)
         } catch {
             terminate()
+            // A worker that could not make its device says why (EINVAL for a bad parameter, …).
+            if ![.brokenPipe, .timedOut, .ioError].contains(error.errno) { throw error }
             throw ManagementError(.ioError, "the worker for \(spec.uuid) did not start: \(lock.withLock { status.map(Self.describe) } ?? error.message)")
         }
     }

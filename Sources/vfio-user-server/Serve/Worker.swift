@@ -39,7 +39,8 @@ struct Worker: ParsableCommand {
             try manager.create(type: spec.type, uuid: spec.uuid, parameters: spec.parameters,
                                placement: .listener(OwnedFileDescriptor(taking: FileDescriptor(rawValue: WorkerSpec.listenerFD))))
         } catch {
-            ServerLog.error("worker for \(spec.uuid): \(error.message)")
+            // The manager is waiting for a first answer: this one says why, with its errno.
+            _ = try? MessageSender(socket: FileDescriptor(rawValue: WorkerSpec.channelFD)).send(Array((error.json.text + "\n").utf8))
             throw ExitCode(4)
         }
         ManagementService(manager: manager).serve(OwnedFileDescriptor(taking: FileDescriptor(rawValue: WorkerSpec.channelFD)))
