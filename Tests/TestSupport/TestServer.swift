@@ -130,39 +130,14 @@ public final class ServerProcess {
     /// which blocks signals (a child inheriting that mask would ignore SIGTERM).
     private static func spawn(_ program: String, _ arguments: [String], environment: [String] = [],
                               output: String, errors: String, fd3: OwnedFileDescriptor? = nil) throws -> pid_t {
-        var cArguments = ([program] + arguments).map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var inherited = [String]()
-        var index = 0
-        while let entry = environ[index] {
-            inherited.append(String(cString: entry))
-            index += 1
+        try spawnProcess(program, arguments: [program] + arguments, environment: environment, searchPath: true) { actions in
+            if let fd3 { posix_spawn_file_actions_adddup2(&actions, fd3.rawValue, 3) }
+            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            // Only the fds given here: tests running alongside hold fds of their own without
+            // close-on-exec, which a child would otherwise inherit (and count, and keep open).
+            clinux_spawn_close_from(&actions, fd3 == nil ? 3 : 4)
         }
-        var cEnvironment = (environment + inherited).map { strdup($0) } + [nil]
-        defer { cEnvironment.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        if let fd3 { posix_spawn_file_actions_adddup2(&actions, fd3.rawValue, 3) }
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        // Only the fds given here: tests running alongside hold fds of their own without
-        // close-on-exec, which a child would otherwise inherit (and count, and keep open).
-        clinux_spawn_close_from(&actions, fd3 == nil ? 3 : 4)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        var all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var spawned: pid_t = 0
-        let result = posix_spawnp(&spawned, program, &actions, &attributes, &cArguments, &cEnvironment)
-        guard result == 0 else { throw Errno(rawValue: result) }
-        return spawned
     }
 
     /// Runs a program (the server executable unless given) to completion: exit status, standard

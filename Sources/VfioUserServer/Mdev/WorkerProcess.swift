@@ -194,38 +194,13 @@ public final class WorkerProcess: @unchecked Sendable { // `pid`, `channel`, `st
         defer { lifted.filter { $0 >= 0 }.forEach { close($0) } }
         guard !lifted.contains(-1) else { throw Errno(rawValue: errno) }
 
-        var arguments = ([launch.name] + launch.arguments + ["--spec", spec.json.text]).map { strdup($0) } + [nil]
-        defer { arguments.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        for (index, fd) in lifted.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, WorkerSpec.listenerFD + CInt(index)) }
-        clinux_spawn_close_from(&actions, WorkerSpec.listenerFD + CInt(lifted.count))
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        var all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         // Swift's crash backtracer would read /proc and run a helper, which the sandbox forbids:
         // a crash would then be reported as SIGSYS. Without it the worker dies of its own signal.
-        var environment = ["SWIFT_BACKTRACE=enable=no"]
-        for index in 0... {
-            guard let entry = environ[index] else { break }
-            let text = String(cString: entry)
-            if !text.hasPrefix("SWIFT_BACKTRACE=") { environment.append(text) }
+        return try spawnProcess(launch.executable, arguments: [launch.name] + launch.arguments + ["--spec", spec.json.text],
+                                environment: ["SWIFT_BACKTRACE=enable=no"], newProcessGroup: true) { actions in
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            for (index, fd) in lifted.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, WorkerSpec.listenerFD + CInt(index)) }
+            clinux_spawn_close_from(&actions, WorkerSpec.listenerFD + CInt(lifted.count))
         }
-        var cEnvironment = environment.map { strdup($0) } + [nil]
-        defer { cEnvironment.forEach { free($0) } }
-        var spawned: pid_t = 0
-        let result = posix_spawn(&spawned, launch.executable, &actions, &attributes, &arguments, &cEnvironment)
-        guard result == 0 else { throw Errno(rawValue: result) }
-        return spawned
     }
 }
