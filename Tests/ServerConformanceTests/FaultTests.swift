@@ -43,18 +43,7 @@ struct FaultTests {
         #expect(Self.openCopies(ofMemfd: name) == 1, "only the test's own fd: every fd sent with a cut message was closed")
         #expect(server.device.dma.mappingCount == 0)
         // The whole conversation still goes through, fds and all.
-        let client = try server.connect()
-        for message in messages {
-            try client.sendRaw(message.bytes, fds: message.carriesFD ? [memory.fd.descriptor] : [])
-        }
-        for message in messages {
-            let header = try message.bytes.withUnsafeBytes { raw in
-                var reader = ByteReader(raw)
-                return try MessageHeader(decoding: &reader)
-            }
-            guard !header.flags.contains(.noReply) else { continue }
-            _ = try client.awaitReply(id: header.id, command: header.command, timeoutMilliseconds: 5000)
-        }
+        try Conversation.run(on: try server.connect(), fd: memory.fd.descriptor)
         #expect(server.device.dma.mappingCount == 1)
         withExtendedLifetime(memory) {}
     }

@@ -112,19 +112,8 @@ struct IsolationTests {
         let name = "isolated-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let memory = try Memfd(size: 0x1_0000, name: name)
         let client = try VfioUserClient(path: serial.socket)
-        let messages = Conversation.messages
-        for message in messages { try client.sendRaw(message.bytes, fds: message.carriesFD ? [memory.fd.descriptor] : []) }
-        var replies = 0
-        for message in messages {
-            let header = try message.bytes.withUnsafeBytes { raw in
-                var reader = ByteReader(raw)
-                return try MessageHeader(decoding: &reader)
-            }
-            guard !header.flags.contains(.noReply) else { continue }
-            _ = try client.awaitReply(id: header.id, command: header.command, timeoutMilliseconds: 5000)
-            replies += 1
-        }
-        #expect(replies == messages.count - 2, "every request answered, the two posted writes not")
+        let replies = try Conversation.run(on: client, fd: memory.fd.descriptor)
+        #expect(replies == Conversation.messages.count - 2, "every request answered, the two posted writes not")
         let mapped = { readFile("/proc/\(serial.pid)/maps").split(separator: "\n").filter { $0.contains("/memfd:\(name)") }.count }
         #expect(mapped() > 0, "the worker maps the client's memory")
         #expect(openFiles(of: getpid()).values.contains("/memfd:\(name) (deleted)"))

@@ -1,3 +1,4 @@
+import SystemPackage
 import VfioUserProto
 
 /// A client's side of a typical session, message by message, as bytes on the wire: what QEMU sends
@@ -62,5 +63,25 @@ public enum Conversation {
             message("DMA_UNMAP", .dmaUnmap) { DMAUnmapRequest(address: iova + 0x10_0000, size: 0x1000).encode(into: &$0) },
             message("DEVICE_RESET", .deviceReset) { _ in },
         ]
+    }
+
+    /// Sends every message on `client` in one go (`fd` with those that carry one), then waits for
+    /// each reply; an error reply or a missing one throws. Returns how many replies came (the
+    /// posted writes have none).
+    @discardableResult
+    public static func run(on client: VfioUserClient, fd: FileDescriptor) throws -> Int {
+        let messages = messages
+        for message in messages { try client.sendRaw(message.bytes, fds: message.carriesFD ? [fd] : []) }
+        var replies = 0
+        for message in messages {
+            let header = try message.bytes.withUnsafeBytes { raw in
+                var reader = ByteReader(raw)
+                return try MessageHeader(decoding: &reader)
+            }
+            guard !header.flags.contains(.noReply) else { continue }
+            _ = try client.awaitReply(id: header.id, command: header.command, timeoutMilliseconds: 5000)
+            replies += 1
+        }
+        return replies
     }
 }
