@@ -242,6 +242,20 @@ struct IsolationTests {
         expectManagementError(.resourceBusy) { _ = try Self.control(server, .restart(uuid: left.uuid)) }
     }
 
+    @Test func aManagerThatDiesTakesItsWorkersWithIt() throws {
+        let server = try Self.manager()
+        let serial = try Self.start(server, "mtty-2")
+        kill(server.pid, SIGKILL)
+        _ = server.waitForExit(milliseconds: 5000)
+        // Its channel closed, the worker ends by itself (a zombie of a reaper that never reaps counts as ended).
+        var running = true
+        for _ in 0..<500 where running {
+            running = kill(serial.pid, 0) == 0 && Self.status(serial.pid)["State"]?.hasPrefix("Z") != true
+            if running { usleep(20_000) }
+        }
+        #expect(!running, "worker \(serial.pid) still runs 10 s after its manager died")
+    }
+
     @Test func stopAndSIGTERMEndTheWorkersAndTakeTheSocketsAway() throws {
         let server = try Self.manager()
         let first = try Self.start(server, "mtty-1"), second = try Self.start(server, "mtty-2")
