@@ -1,5 +1,6 @@
 import CLinux
 import Support
+import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
 import Glibc
@@ -47,19 +48,16 @@ final class BackgroundProcess {
     let pid: pid_t
 
     init(_ arguments: [String], quiet: Bool = true) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        if quiet {
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        do throws(Errno) {
+            pid = try spawnProcess(arguments[0], arguments: arguments, searchPath: true) { actions in
+                if quiet {
+                    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+                }
+            }
+        } catch {
+            throw BenchError("cannot start \(arguments[0]): \(error.name)")
         }
-        var argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawnp(&pid, arguments[0], &actions, nil, &argv, environ)
-        posix_spawn_file_actions_destroy(&actions)
-        guard result == 0 else { throw BenchError("cannot start \(arguments[0]): errno \(result)") }
-        self.pid = pid
     }
 
     func stop() {
