@@ -424,6 +424,63 @@ struct DMATests {
         }
     }
 
+    /// A device's read of fd-less memory is sent whole before any reply is awaited: a copy of
+    /// 3 MiB is three DMA_READs at `max_data_xfer_size` (1 MiB), one round trip. This peer, written
+    /// from the spec on the raw socket, answers none of them until it holds all three; a server
+    /// that waited for each reply would never send the second.
+    @Test func theDMAReadsOfOneCopyGoOutBeforeAnyReplyIsAwaited() throws {
+        let model = CopyEngineDevice()
+        let server = try TestServer(model: model)
+        let client = try server.attach()
+        let memory = try Memfd(size: 0x80_0000)
+        let data = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        memory.write(0, data)
+        try client.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: Self.iova, size: 0x80_0000))
+        try client.write(.bar0, offset: 0x00, value: Self.iova)
+        try client.write(.bar0, offset: 0x08, value: Self.iova + 0x40_0000)
+        try client.write(.bar0, offset: 0x10, value: UInt32(data.count))
+        try client.write(.bar0, offset: 0x14, value: UInt32(1), posted: true)
+        // From here the test is the client, on the raw socket.
+        let receiver = MessageReceiver(socket: client.socket.descriptor, maxMessageSize: 2 << 20)
+        let sender = MessageSender(socket: client.socket.descriptor)
+        typealias Request = (command: Command, id: UInt16, address: UInt64, count: Int, data: [UInt8])
+        /// The server's next request, with the spec's u64 address and count; nil after 3 s of silence.
+        func next() throws -> Request? {
+            guard try receiver.waitReadable(milliseconds: 3000), let message = try receiver.receive() else { return nil }
+            let bytes = Array(message.payload)
+            guard bytes.count >= 16 else { Issue.record("a \(message.header.command) of \(bytes.count) payload bytes"); return nil }
+            let address = bytes[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let count = bytes[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            return (message.header.command, message.header.id, address, Int(count), Array(bytes[16...]))
+        }
+        /// The spec's reply: the header (flags 1: a reply), address and count again, a read's data.
+        func reply(_ request: Request) throws {
+            let offset = Int(request.address - Self.iova)
+            let data = request.command == .dmaRead ? memory.read(offset, request.count) : []
+            if request.command == .dmaWrite { memory.write(offset, request.data) }
+            try sender.send(le(request.id) + le(request.command.rawValue) + le(UInt32(32 + data.count)) + le(UInt32(1)) + le(UInt32(0))
+                            + le(request.address) + le(UInt64(request.count)) + data)
+        }
+        var reads: [Request] = []
+        while reads.count < 3, let request = try next() {
+            // The layout probe, an empty DMA_WRITE, waits for its answer.
+            if request.command == .dmaWrite && request.count == 0 { try reply(request) } else { reads.append(request) }
+        }
+        #expect(reads.map(\.command) == [.dmaRead, .dmaRead, .dmaRead], "what came before the server waited: \(reads.map(\.command))")
+        #expect(reads.map(\.address) == [Self.iova, Self.iova + 0x10_0000, Self.iova + 0x20_0000])
+        #expect(reads.map(\.count) == [1 << 20, 1 << 20, 1 << 20])
+        for request in reads { try reply(request) }
+        for _ in 0..<3 { // the writes, one at a time
+            let request = try #require(try next())
+            #expect(request.command == .dmaWrite)
+            try reply(request)
+        }
+        #expect(pollUntil({ model.isFinished }, milliseconds: 5000))
+        #expect(try client.read(.bar0, offset: 0x18, as: UInt32.self) == 2)
+        let copied = memory.read(0x40_0000, data.count) == data // not in #expect: a failure would diff 3 MiB
+        #expect(copied)
+    }
+
     @Test func theClientRefusingAMessageDMAFailsTheDeviceOperationCleanly() throws {
         let model = CopyEngineDevice()
         let server = try TestServer(model: model)

@@ -71,8 +71,9 @@ public struct PinnedMapping: @unchecked Sendable { // The mapping's mutable stat
 public protocol DMAMessageChannel: AnyObject, Sendable {
     /// The client's `max_data_xfer_size`: the largest count one message may carry.
     var maxTransferSize: Int { get }
-    /// Reads client memory with one DMA_READ (at most `maxTransferSize` bytes).
-    func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError)
+    /// Reads several ranges (each at most `maxTransferSize` bytes) with one DMA_READ each, all sent
+    /// before the first reply is awaited: the client answers them in one pass, not one wake-up each.
+    func read(_ pieces: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(DMAError)
     /// Writes client memory with one DMA_WRITE (at most `maxTransferSize` bytes).
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError)
     /// Writes client memory with one DMA_WRITE that asks for no reply: done once the reply to a

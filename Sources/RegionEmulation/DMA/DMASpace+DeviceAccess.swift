@@ -158,16 +158,27 @@ extension DMASpace {
     }
 
     /// Copies client memory at `iova` into `buffer`: directly from mmapped regions, with DMA_READ
-    /// messages (split by the client's `max_data_xfer_size`) from fd-less ones.
+    /// messages (split by the client's `max_data_xfer_size`) from fd-less ones, all sent before the
+    /// first reply is awaited.
     public func read(_ iova: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        try copy(iova, count: buffer.count, access: .read) { (offset, host, count) throws(DMAError) in
-            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[offset ..< offset + count])
-            if let host {
-                piece.copyMemory(from: UnsafeRawBufferPointer(start: host, count: count))
-            } else {
-                try messageChannel().read(iova + UInt64(offset), into: piece)
+        try read([(iova, buffer)])
+    }
+
+    /// Copies several ranges of client memory, as `read` does each; the DMA_READs of the fd-less
+    /// parts are all sent before the first reply is awaited, so they cost one round trip together.
+    public func read(_ ranges: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(DMAError) {
+        var messages: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
+        for (iova, buffer) in ranges {
+            try copy(iova, count: buffer.count, access: .read) { (offset, host, count) throws(DMAError) in
+                let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[offset ..< offset + count])
+                if let host {
+                    piece.copyMemory(from: UnsafeRawBufferPointer(start: host, count: count))
+                } else {
+                    messages.append((iova + UInt64(offset), piece))
+                }
             }
         }
+        if !messages.isEmpty { try messageChannel().read(messages) }
     }
 
     /// Copies `data` into client memory at `iova` (and marks the pages dirty).

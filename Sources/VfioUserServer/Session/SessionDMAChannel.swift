@@ -37,7 +37,13 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
     var pump: ((_ until: () -> Bool, _ milliseconds: Int) -> Bool)?
 
     private final class Pending {
+        let id: UInt16
+        let command: Command
         var reply: (MessageHeader, [UInt8])?
+        init(id: UInt16, command: Command) {
+            self.id = id
+            self.command = command
+        }
     }
 
     /// How long a device thread spins for its reply before it sleeps.
@@ -77,17 +83,27 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
     }
     var maxTransferSize: Int { lock.withLock { _maxTransferSize } }
 
-    func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        let layout = try resolvedLayout(probing: address)
-        let (header, payload) = try exchange(.dmaRead, address: address, count: buffer.count, data: nil, layout: layout)
-        // QEMU: data at payload offset 12 (its struct is 32 bytes with tail padding); spec: at 16.
-        let dataOffset = layout.fixedSize
-        guard payload.count >= dataOffset + buffer.count else {
-            throw .channel(.ioError, "DMA_READ reply #\(header.id) has \(payload.count) payload bytes for \(buffer.count)")
+    func read(_ pieces: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(DMAError) {
+        guard let first = pieces.first else { return }
+        let layout = try resolvedLayout(probing: first.address)
+        var submitted: [Pending] = []
+        submitted.reserveCapacity(pieces.count)
+        // After a failure nothing more is awaited: the replies still due are dropped as they come.
+        defer { lock.withLock { for entry in submitted { pending.removeValue(forKey: entry.id) } } }
+        for piece in pieces {
+            submitted.append(try submit(.dmaRead, address: piece.address, count: piece.buffer.count, data: nil, layout: layout))
         }
-        try checkEcho(payload, address: address, count: buffer.count, layout: layout)
-        payload.withUnsafeBytes { raw in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataOffset ..< dataOffset + buffer.count]))
+        for (piece, entry) in zip(pieces, submitted) {
+            let (header, payload) = try checked(.dmaRead, try awaitReply(entry))
+            // QEMU: data at payload offset 12 (its struct is 32 bytes with tail padding); spec: at 16.
+            let dataOffset = layout.fixedSize
+            guard payload.count >= dataOffset + piece.buffer.count else {
+                throw .channel(.ioError, "DMA_READ reply #\(header.id) has \(payload.count) payload bytes for \(piece.buffer.count)")
+            }
+            try checkEcho(payload, address: piece.address, count: piece.buffer.count, layout: layout)
+            payload.withUnsafeBytes { raw in
+                piece.buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataOffset ..< dataOffset + piece.buffer.count]))
+            }
         }
     }
 
@@ -116,7 +132,10 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
     /// Sends one request and waits for its reply; an error reply throws.
     private func exchange(_ command: Command, address: UInt64, count: Int, data: UnsafeRawBufferPointer?,
                           layout: DMATransferLayout) throws(DMAError) -> (MessageHeader, [UInt8]) {
-        let reply = try send(command, address: address, count: count, data: data, layout: layout)
+        try checked(command, try send(command, address: address, count: count, data: data, layout: layout))
+    }
+
+    private func checked(_ command: Command, _ reply: (MessageHeader, [UInt8])) throws(DMAError) -> (MessageHeader, [UInt8]) {
         if reply.0.flags.contains(.error) {
             throw .channel(Errno(rawValue: CInt(bitPattern: reply.0.error)), "client refused \(command) #\(reply.0.id)")
         }
@@ -127,23 +146,31 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
     /// returns once sent, with no reply.
     private func send(_ command: Command, address: UInt64, count: Int, data: UnsafeRawBufferPointer?,
                       layout: DMATransferLayout, posted: Bool = false) throws(DMAError) -> (MessageHeader, [UInt8]) {
+        let entry = try submit(command, address: address, count: count, data: data, layout: layout, posted: posted)
+        if posted { return (MessageHeader(id: entry.id, command: command, messageSize: UInt32(MessageHeader.size)), []) }
+        return try awaitReply(entry)
+    }
+
+    /// Sends one request; unless it is posted, its reply is then awaited with `awaitReply`.
+    private func submit(_ command: Command, address: UInt64, count: Int, data: UnsafeRawBufferPointer?,
+                        layout: DMATransferLayout, posted: Bool = false) throws(DMAError) -> Pending {
         if let sessionThread, pthread_equal(sessionThread, pthread_self()) != 0 {
             throw .channel(Errno(rawValue: EDEADLK), "message-mode DMA from the session thread")
         }
-        let entry = Pending()
-        let id: UInt16 = try lock.withLock { () throws(DMAError) in
+        let entry: Pending = try lock.withLock { () throws(DMAError) in
             guard !closed else { throw .channel(.socketNotConnected, "client gone") }
             sent += 1
             nextID &+= 1
+            let entry = Pending(id: nextID, command: command)
             if !posted { pending[nextID] = entry }
-            return nextID
+            return entry
         }
         var writer = ByteWriter(capacity: 64 + (data?.count ?? 0))
         // In the older QEMU layout the struct is 32 bytes (`size >= 32`, a write's `count <= size - 32`):
         // 4 bytes of tail padding follow the data.
         let padding = layout == .qemu ? 4 : 0
         let payloadSize = layout.fixedSize + (data?.count ?? 0) + padding
-        MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size + payloadSize),
+        MessageHeader(id: entry.id, command: command, messageSize: UInt32(MessageHeader.size + payloadSize),
                       flags: posted ? [.noReply] : []).encode(into: &writer)
         DMATransferHeader(address: address, count: UInt64(count)).encode(into: &writer, layout: layout)
         if let data { writer.write(data) }
@@ -151,10 +178,14 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
         do {
             try writer.withUnsafeBytes { bytes throws(TransportError) in try sender.send(bytes) }
         } catch {
-            _ = lock.withLock { pending.removeValue(forKey: id) }
+            _ = lock.withLock { pending.removeValue(forKey: entry.id) }
             throw .channel(error.errno, "\(error)")
         }
-        if posted { return (MessageHeader(id: id, command: command, messageSize: UInt32(MessageHeader.size)), []) }
+        return entry
+    }
+
+    /// Waits for the reply to a request `submit` sent, error replies included.
+    private func awaitReply(_ entry: Pending) throws(DMAError) -> (MessageHeader, [UInt8]) {
         // Spinning for a reply that comes soon spares the wake-up: one per round trip.
         _ = lock.withLock { replyPoll }.spin { lock.withLock { entry.reply != nil || closed } }
         let reply: (MessageHeader, [UInt8])? = lock.withLock {
@@ -168,11 +199,11 @@ final class SessionDMAChannel: DMAMessageChannel, @unchecked Sendable { // All m
                     }
                 }
             }
-            pending.removeValue(forKey: id)
+            pending.removeValue(forKey: entry.id)
             return entry.reply
         }
         guard let reply else {
-            throw .channel(closed ? .socketNotConnected : .timedOut, "no reply to \(command) #\(id)")
+            throw .channel(closed ? .socketNotConnected : .timedOut, "no reply to \(entry.command) #\(entry.id)")
         }
         return reply
     }
