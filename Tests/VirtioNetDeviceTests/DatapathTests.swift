@@ -220,12 +220,12 @@ struct DatapathTests {
         #expect(bed.driver.client.servedRequests > 0, "the device reached memory with DMA messages")
     }
 
-    /// Every DMA read is a round trip through the client. A batch reads the available index, then
-    /// the descriptor table with the new entries in one message (the test driver lays a ring out
-    /// as Linux does: the available ring right after the table), then a read per buffer, and
-    /// `used_event` before it interrupts: 2 per two-buffer frame and about 4 more, where reading
-    /// each entry and descriptor alone cost 5 per frame. Its writes are posted, the used elements
-    /// in one message and the used index in another.
+    /// Every DMA read waits for the client. A look at the ring sends three reads together: the
+    /// available index, `used_event`, and behind them the descriptor table with the ring's entries
+    /// in one message (the test driver lays a ring out as Linux does: the available ring right
+    /// after the table). Then a read per buffer, a frame's buffers together: 2 per two-buffer frame
+    /// and a look or two more, where reading each entry and descriptor alone cost 5 per frame. Its
+    /// writes are posted: the used elements in one message, the used index and `avail_event`.
     @Test func byMessagesABatchReadsEachRingOnceAndPostsItsWrites() throws {
         let bed = try NetTestBed(messageMode: true)
         try bed.up()
@@ -246,6 +246,34 @@ struct DatapathTests {
         #expect(reads <= 2 * frames.count + 6, "\(reads) DMA_READs for \(frames.count) frames of two buffers")
         #expect(writes <= 3, "\(writes) DMA_WRITEs for one batch")
         #expect(bed.driver.client.postedRequests - posted == writes, "every DMA_WRITE is posted")
+    }
+
+    /// By messages a receive batch's used elements go out as one posted DMA_WRITE and its used
+    /// index as another, though each frame's data is written between its element and the next.
+    @Test func byMessagesAReceiveBatchPostsItsUsedElementsInOneMessage() throws {
+        let bed = try NetTestBed(messageMode: true)
+        try bed.up()
+        try bed.driver.postReceiveBuffers(1)
+        let first = NetTestBed.frame(length: 90, seed: 30) // the session's first DMA learns the client's layout
+        bed.wireSend(first)
+        #expect(try bed.driver.receive(count: 1).map(\.frame) == [first])
+        guard let served = bed.driver.client.dmaHandler, let rx = bed.driver.rx else { Issue.record("no DMA handler or queue"); return }
+        let elements = rx.usedRing + 4 ..< rx.usedRing + 4 + 8 * UInt64(rx.size)
+        nonisolated(unsafe) var elementWrites = 0, indexWrites = 0
+        bed.driver.client.dmaHandler = DMARequestHandler(read: served.read, write: { address, data in
+            if elements.contains(address) { elementWrites += 1 }
+            if address == rx.usedRing + 2 { indexWrites += 1 }
+            return served.write(address, data)
+        })
+        // The frames wait in the cable until the driver gives buffers, then go in one batch.
+        let frames = (0..<6).map { NetTestBed.frame(length: 300 + $0, seed: UInt8(40 + $0)) }
+        for frame in frames { bed.wireSend(frame) }
+        try bed.driver.postReceiveBuffers(8)
+        var received: [[UInt8]] = []
+        while received.count < frames.count, case let batch = try bed.driver.receive(count: 1), !batch.isEmpty { received += batch.map(\.frame) }
+        #expect(received == frames)
+        #expect(elementWrites == 1, "\(elementWrites) DMA_WRITEs of used elements for one batch of \(frames.count) frames")
+        #expect(indexWrites == 1)
     }
 
     /// What one queue read ahead stays until that queue looks at its ring again, whatever the

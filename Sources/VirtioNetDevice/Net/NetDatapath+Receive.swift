@@ -93,6 +93,8 @@ extension NetDatapath {
 
     func publish(_ queue: inout SplitVirtqueue, _ count: UInt16, _ memory: GuestMemory) throws(VirtqueueError) -> Bool {
         try queue.publishUsed(count, memory)
+        // By messages, the look that brings the driver's interrupt wish brings its new buffers too.
+        if try queue.isReachedByMessages(memory) { _ = try queue.pendingCount(memory) }
         return try queue.needsInterrupt(memory)
     }
 

@@ -16,11 +16,16 @@ extension NetDatapath {
         defer { tx = queue }
         var done = 0
         transmitIdle = false
+        // By messages a look at the ring is a round trip, so a batch is what one look announced, and
+        // the look that follows it does three jobs (see below).
+        let looksCost = try queue.isReachedByMessages(memory)
+        var mayLook = true
         while true {
             var pending: UInt16 = 0
             var sent = 0, bytes = 0, dropped = 0
             transmitBlocked = false
-            while pending < 64, try queue.pop(into: &transmitChain, memory) {
+            while pending < 64, mayLook || queue.availableSeen != queue.lastAvailable, try queue.pop(into: &transmitChain, memory) {
+                mayLook = !looksCost
                 guard transmitChain.writable.isEmpty else { throw .wrongDirection(head: transmitChain.head) }
                 let length = transmitChain.readableLength
                 if length >= VirtioNetHeader.size && length <= transmitBuffer.count {
@@ -63,8 +68,20 @@ extension NetDatapath {
             }
             done += Int(pending)
             try queue.publishUsed(pending, memory)
+            // By messages: ask for a kick at once, so that one look finds the next batch, anything
+            // that raced with the request, and the driver's interrupt wish: one round trip, where
+            // looking, asking and looking again took three.
+            var idle = false
+            if looksCost {
+                try queue.setNotifications(true, memory)
+                idle = try queue.pendingCount(memory) == 0
+            }
             if try queue.needsInterrupt(memory) { signal(VirtioNetDevice.transmitQueue) }
             if pauseRequested.load(ordering: .relaxed) || transmitBlocked { return true } // a migration waits for this batch boundary
+            if idle {
+                transmitIdle = true
+                return true
+            }
         }
     }
 }

@@ -86,10 +86,10 @@ public struct GuestMemory: Sendable {
         try host(address, count, .read) == nil
     }
 
-    /// Reads a queue's ranges ahead (its table and new entries), in one message where they lie
-    /// together; for memory reached by messages (see `isReachedByMessages`).
-    func prefetch(_ parts: [(address: UInt64, count: Int)], queue: UInt64) throws(VirtqueueError) {
-        do { try staging.prefetch(parts, queue: queue) } catch { throw .memory(error) }
+    /// Reads the 16-bit values at `indexes`, then a queue's ranges ahead (its table and entries), all
+    /// in one round trip; for memory reached by messages (see `isReachedByMessages`).
+    func load16(_ indexes: [UInt64], prefetching parts: [(address: UInt64, count: Int)], queue: UInt64) throws(VirtqueueError) -> [UInt16] {
+        do { return try staging.prefetch(parts, queue: queue, behind: indexes) } catch { throw .memory(error) }
     }
 
     /// Reads an indirect table ahead where memory is reached by messages; nothing where it is mapped.
@@ -115,18 +115,22 @@ public struct GuestMemory: Sendable {
     }
 
     /// Copies the buffers of a chain (device-readable part) into `destination`; returns bytes copied.
+    /// Buffers reached by messages are read together, one round trip for the chain.
     public func gather(_ buffers: [DescriptorChain.Buffer], into destination: UnsafeMutableRawBufferPointer) throws(VirtqueueError) -> Int {
         var offset = 0
+        var byMessage: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
         for buffer in buffers {
             let count = min(buffer.length, destination.count - offset)
             guard count > 0 else { break }
             if let p = try host(buffer.address, count, .read) {
                 (destination.baseAddress! + offset).copyMemory(from: p, byteCount: count)
             } else {
-                do { try staging.read(buffer.address, into: UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])) }
-                catch { throw .memory(error) }
+                byMessage.append((buffer.address, UnsafeMutableRawBufferPointer(rebasing: destination[offset ..< offset + count])))
             }
             offset += count
+        }
+        if !byMessage.isEmpty {
+            do { try staging.read(byMessage) } catch { throw .memory(error) }
         }
         return offset
     }

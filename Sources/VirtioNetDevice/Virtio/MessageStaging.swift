@@ -1,14 +1,16 @@
 import RegionEmulation
 
 /// Guest memory reached by DMA messages (a client that maps RAM without fds), in fewer of them.
-/// Each read is a round trip through the client, so a queue's parts are read whole once per
-/// batch (its descriptor table and the available ring's new entries, an indirect table) and served
-/// from those windows. Writes are posted (no reply to wait for) and contiguous ones, such as a
-/// batch's used elements, go out as one.
+/// Each read waits for the client, so a queue's parts are read whole at each look at its ring (its
+/// descriptor table and available ring, behind the index) and served from those windows, as is a
+/// chain's indirect table; reads that need not wait for each other go out together. Writes are
+/// posted (no reply to wait for) and held as runs of contiguous bytes: a batch's used elements go
+/// out as one message, however its frames' data interleave.
 ///
 /// Writes are held until `flush`, which the queue calls when it publishes its used index; it then
 /// reads the driver's `used_event` or flags before it interrupts, and since the client handles
 /// messages in order, that reply says every write is in guest memory before the guest hears of it.
+/// Runs go out in the order they were started, so the used index, written last, lands last.
 /// Owned by the datapath thread.
 final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestMemory.
     private struct Window {
@@ -28,9 +30,9 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
     private var windows: [Window] = []
     /// The indirect table of the chain being read.
     private var indirect: Window?
-    /// Bytes written but not sent yet, starting at `heldStart`.
-    private var held: [UInt8] = []
-    private var heldStart: UInt64 = 0
+    /// Bytes written but not sent yet: runs of contiguous bytes, in the order they were started.
+    private var held: [(start: UInt64, bytes: [UInt8])] = []
+    private var heldCount = 0
     private static let maxHeld = 64 * 1024
     /// A gap between two ranges read ahead that is read along rather than costing a second round
     /// trip, which takes longer than a few KiB more in one message.
@@ -38,14 +40,32 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
 
     init(dma: DMASpace) {
         self.dma = dma
-        held.reserveCapacity(Self.maxHeld)
     }
 
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        if let window = indirect, window.covers(address, buffer.count) { return copy(window, address, into: buffer) }
-        for window in windows where window.covers(address, buffer.count) { return copy(window, address, into: buffer) }
+        if servedFromWindow(address, into: buffer) { return }
         try flush(overlapping: address, count: buffer.count)
         try dma.read(address, into: buffer)
+    }
+
+    /// Reads several ranges, those not read ahead with their messages all sent at once: a chain's
+    /// buffers cost one round trip, not one each.
+    func read(_ pieces: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(DMAError) {
+        let missing = pieces.filter { !servedFromWindow($0.address, into: $0.buffer) }
+        for piece in missing { try flush(overlapping: piece.address, count: piece.buffer.count) }
+        try dma.read(missing)
+    }
+
+    private func servedFromWindow(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        if let window = indirect, window.covers(address, buffer.count) {
+            copy(window, address, into: buffer)
+            return true
+        }
+        for window in windows where window.covers(address, buffer.count) {
+            copy(window, address, into: buffer)
+            return true
+        }
+        return false
     }
 
     private func copy(_ window: Window, _ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) {
@@ -54,29 +74,39 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
     }
 
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
-        if !held.isEmpty && address == heldStart &+ UInt64(held.count) && held.count + data.count <= Self.maxHeld {
-            held.append(contentsOf: data)
-            return
-        }
-        try flush()
+        guard !data.isEmpty else { return }
+        if heldCount + data.count > Self.maxHeld || overlapsHeld(address, data.count) { try flush() }
         guard data.count <= Self.maxHeld else { return try dma.post(address, from: data) }
-        heldStart = address
-        held.append(contentsOf: data)
+        heldCount += data.count
+        if let run = held.firstIndex(where: { $0.start &+ UInt64($0.bytes.count) == address }) {
+            held[run].bytes.append(contentsOf: data)
+        } else {
+            held.append((address, Array(data)))
+        }
     }
 
     /// Sends the writes held.
     func flush() throws(DMAError) {
-        guard !held.isEmpty else { return }
-        defer { held.removeAll(keepingCapacity: true) }
-        let failure: DMAError? = held.withUnsafeBytes { bytes in
-            do throws(DMAError) { try dma.post(heldStart, from: bytes); return nil } catch { return error }
+        defer {
+            held.removeAll(keepingCapacity: true)
+            heldCount = 0
         }
-        if let failure { throw failure }
+        for run in held {
+            let failure: DMAError? = run.bytes.withUnsafeBytes { bytes in
+                do throws(DMAError) { try dma.post(run.start, from: bytes); return nil } catch { return error }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    /// Whether `[address, address + count)` touches bytes held (extending a run at its end does not).
+    private func overlapsHeld(_ address: UInt64, _ count: Int) -> Bool {
+        held.contains { address < $0.start + UInt64($0.bytes.count) && $0.start < address + UInt64(count) }
     }
 
     /// Only a read of bytes still held needs them sent first.
     private func flush(overlapping address: UInt64, count: Int) throws(DMAError) {
-        if !held.isEmpty && address < heldStart + UInt64(held.count) && heldStart < address + UInt64(count) { try flush() }
+        if overlapsHeld(address, count) { try flush() }
     }
 
     /// `[address, address + count)` in one message.
@@ -90,21 +120,41 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
         return bytes
     }
 
-    /// Reads a queue's ranges ahead, replacing its windows: in one message when they lie close
-    /// together, otherwise one each.
-    func prefetch(_ parts: [(address: UInt64, count: Int)], queue: UInt64) throws(DMAError) {
+    /// Reads the 16-bit values at `indexes` (a ring's index, the driver's interrupt wish), then a
+    /// queue's ranges ahead in place of its windows, every message sent before the first reply is
+    /// awaited: one round trip. The client answers in order, so the ranges show memory at least as
+    /// new as the indexes, as if read once their replies had come. The ranges go in one message
+    /// when they lie close together, otherwise one each.
+    func prefetch(_ parts: [(address: UInt64, count: Int)], queue: UInt64, behind indexes: [UInt64]) throws(DMAError) -> [UInt16] {
         forget(queue: queue)
         let parts = parts.filter { $0.count > 0 }
-        guard let start = parts.map(\.address).min(), let end = parts.map({ $0.address + UInt64($0.count) }).max() else { return }
-        guard end - start <= UInt64(parts.reduce(0) { $0 + $1.count } + Self.maxGap) else {
-            for part in parts { windows.append(Window(queue: queue, start: part.address, bytes: try fetch(part.address, count: part.count))) }
-            return
+        var spans = parts
+        if let start = parts.map(\.address).min(), let end = parts.map({ $0.address + UInt64($0.count) }).max(),
+           end - start <= UInt64(parts.reduce(0) { $0 + $1.count } + Self.maxGap) {
+            spans = [(start, Int(end - start))]
         }
-        let span = try fetch(start, count: Int(end - start))
-        for part in parts {
-            let offset = Int(part.address - start)
-            windows.append(Window(queue: queue, start: part.address, bytes: Array(span[offset ..< offset + part.count])))
+        let ranges = indexes.map { ($0, 2) } + spans
+        for (address, count) in ranges { try flush(overlapping: address, count: count) }
+        var bytes = [UInt8](repeating: 0, count: ranges.reduce(0) { $0 + $1.1 })
+        let failure: DMAError? = bytes.withUnsafeMutableBytes { raw in
+            var pieces: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
+            var offset = 0
+            for (address, count) in ranges {
+                pieces.append((address, UnsafeMutableRawBufferPointer(rebasing: raw[offset ..< offset + count])))
+                offset += count
+            }
+            do throws(DMAError) { try dma.read(pieces); return nil } catch { return error }
         }
+        if let failure { throw failure }
+        var offset = 2 * indexes.count
+        for span in spans {
+            for part in parts where part.address >= span.address && part.address + UInt64(part.count) <= span.address + UInt64(span.count) {
+                let start = offset + Int(part.address - span.address)
+                windows.append(Window(queue: queue, start: part.address, bytes: Array(bytes[start ..< start + part.count])))
+            }
+            offset += span.count
+        }
+        return indexes.indices.map { UInt16(bytes[2 * $0]) | UInt16(bytes[2 * $0 + 1]) << 8 }
     }
 
     /// Reads an indirect table ahead, in place of the last one.

@@ -83,6 +83,9 @@ public struct SplitVirtqueue: Sendable {
     public private(set) var availableSeen: UInt16 = 0
     /// What `setNotifications` last wrote (avail_event, or the used ring's flags); nil: unknown.
     private var lastNotificationValue: UInt16?
+    /// The driver's interrupt wish (`used_event`, or the available ring's flags) as read along with
+    /// its index since the last publish; nil: read it when deciding.
+    private var interruptWishSeen: UInt16?
 
     public init(size: UInt16, descriptorTable: UInt64, availableRing: UInt64, usedRing: UInt64,
                 eventIndex: Bool, indirect: Bool) throws(VirtqueueError) {
@@ -108,12 +111,15 @@ public struct SplitVirtqueue: Sendable {
         self.usedIndex = usedIndex
         lastSignalledUsed = usedIndex
         lastNotificationValue = nil
+        interruptWishSeen = nil
     }
 
     // Ring layout.
     var availableIndexAddress: UInt64 { availableRing + 2 }
     func availableEntryAddress(_ index: UInt16) -> UInt64 { availableRing + 4 + 2 * UInt64(index & (size - 1)) }
     var usedEventAddress: UInt64 { availableRing + 4 + 2 * UInt64(size) }
+    /// Where the driver says whether it wants an interrupt: `used_event`, or the available ring's flags.
+    var interruptWishAddress: UInt64 { eventIndex ? usedEventAddress : availableRing }
     var usedIndexAddress: UInt64 { usedRing + 2 }
     func usedEntryAddress(_ index: UInt16) -> UInt64 { usedRing + 4 + 8 * UInt64(index & (size - 1)) }
     var availableEventAddress: UInt64 { usedRing + 4 + 8 * UInt64(size) }
@@ -128,25 +134,33 @@ public struct SplitVirtqueue: Sendable {
         try memory.load16(availableIndexAddress)
     }
 
+    /// Whether the rings are reached by DMA messages, where every look at them is a round trip.
+    public func isReachedByMessages(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        try memory.isReachedByMessages(descriptorTable, count: VirtqueueDescriptor.size * Int(size))
+    }
+
     /// How many chains the driver has made available and the device has not taken.
     public mutating func pendingCount(_ memory: GuestMemory) throws(VirtqueueError) -> Int {
         try memory.checkStop()
         memory.forgetPrefetched(queue: descriptorTable)
-        let available = try availableIndex(memory)
+        let available: UInt16
+        if try isReachedByMessages(memory) {
+            // One round trip: the index and the driver's interrupt wish, then, in a message sent
+            // behind them, the table and the ring's entries, which the client reads after the index
+            // as it answers in order (the index orders them, as for a pointer). One message covers
+            // both where the available ring follows the table, as Linux lays a ring out.
+            let values = try memory.load16([availableIndexAddress, interruptWishAddress],
+                                           prefetching: [(descriptorTable, VirtqueueDescriptor.size * Int(size)),
+                                                         (availableEntryAddress(0), 2 * Int(size))],
+                                           queue: descriptorTable)
+            available = values[0]
+            interruptWishSeen = values[1]
+        } else {
+            available = try availableIndex(memory)
+        }
         availableSeen = available
         let pending = available &- lastAvailable
         guard pending <= size else { throw .availableIndexJump(from: lastAvailable, to: available) }
-        let table = VirtqueueDescriptor.size * Int(size)
-        if pending > 0, try memory.isReachedByMessages(descriptorTable, count: table) {
-            // The entries just announced and the table they index, read ahead after the index
-            // (which orders them, as for a pointer): one message where the available ring follows
-            // the table, as Linux lays a ring out.
-            let first = Int(lastAvailable & (size - 1))
-            let run = min(Int(pending), Int(size) - first)
-            var parts = [(descriptorTable, table), (availableEntryAddress(lastAvailable), 2 * run)]
-            if run < Int(pending) { parts.append((availableEntryAddress(0), 2 * (Int(pending) - run))) }
-            try memory.prefetch(parts, queue: descriptorTable)
-        }
         return Int(pending)
     }
 
@@ -246,6 +260,7 @@ public struct SplitVirtqueue: Sendable {
         usedIndex &+= count
         try memory.store16(usedIndexAddress, usedIndex)
         try memory.flush() // by messages: the elements and the index go out now, posted
+        interruptWishSeen = nil // read before the index: it may not answer for these elements
     }
 
     /// Returns a chain (adds and publishes one used element).
@@ -258,18 +273,17 @@ public struct SplitVirtqueue: Sendable {
     /// Whether the driver wants an interrupt for what was published since the last decision:
     /// with EVENT_IDX, when used entry number `used_event` was among those just written, i.e.
     /// `used_event` in [old, new) (the wrap-safe test `(new - event - 1) < (new - old)`), otherwise
-    /// unless the driver set NO_INTERRUPT.
+    /// unless the driver set NO_INTERRUPT. By messages, a look at the ring after the publish has
+    /// read the driver's wish already.
     public mutating func needsInterrupt(_ memory: GuestMemory) throws(VirtqueueError) -> Bool {
         clinux_memory_barrier() // the used index is visible before we read the driver's wishes
         let old = lastSignalledUsed
         let new = usedIndex
         guard old != new else { return false }
         lastSignalledUsed = new
-        if eventIndex {
-            let event = try memory.load16(usedEventAddress)
-            return Self.needsEvent(event: event, new: new, old: old)
-        }
-        return try memory.load16(availableRing) & Self.availableNoInterrupt == 0
+        let wish: UInt16
+        if let seen = interruptWishSeen { wish = seen } else { wish = try memory.load16(interruptWishAddress) }
+        return eventIndex ? Self.needsEvent(event: wish, new: new, old: old) : wish & Self.availableNoInterrupt == 0
     }
 
     /// `vring_need_event`: whether `event` lies in `[old, new)`, modulo 2^16.
