@@ -8,9 +8,9 @@
 #   - framebuffer fill: 8-byte stores into an mbochs BAR0, mapped against trapped (mmap=off);
 #   - TCP both ways through our virtio-net and through QEMU's own virtio-net-pci, each on its own
 #     TAP, with memfd guest RAM and again with plain RAM; every byte is checked where it arrives.
-# Needs root, as the end-to-end tests. BENCH_ROUNDS (5), BENCH_SECONDS (fill, 3), BENCH_MIB (TCP
-# with memfd RAM, 32) and BENCH_PLAIN_MIB (plain RAM, 8) size it; BENCH_POLL sets the polling
-# servers' --poll (adaptive); SERVER_BIN measures another build.
+# Needs root, as the end-to-end tests. BENCH_ROUNDS (5), BENCH_SECONDS (fill, 3) and BENCH_MIB (each
+# TCP stream, 32) size it; BENCH_POLL sets the polling servers' --poll (adaptive); SERVER_BIN
+# measures another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-packages.sh build e2e
@@ -21,7 +21,7 @@ fi
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 MEMORY=memfd BENCH_PARTS=reads,fill,net RESULTS=$results/memfd Tests/e2e/guest-bench.sh >&2
-MEMORY=anon BENCH_PARTS=net BENCH_MIB=${BENCH_PLAIN_MIB:-8} RESULTS=$results/anon Tests/e2e/guest-bench.sh >&2
+MEMORY=anon BENCH_PARTS=net RESULTS=$results/anon Tests/e2e/guest-bench.sh >&2
 
 # figure FILE KEY: the median of the values under KEY.
 figure() { awk -v k="$2" '$1 == k { print $2 }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'; }
