@@ -207,5 +207,11 @@ struct SplitVirtqueueTests {
         #expect(throws: VirtqueueError.self) {
             try SplitVirtqueue(size: 12, descriptorTable: 0x4000_0000, availableRing: 0x4000_1000, usedRing: 0x4000_2000, eventIndex: false, indirect: false)
         }
+        // A used ring of 8 takes 6 + 64 bytes: at 2^64 - 68 it would end past the top; at 2^64 - 72 it fits.
+        #expect(throws: VirtqueueError.badLayout("a ring runs past the end of the address space")) {
+            try SplitVirtqueue(size: 8, descriptorTable: 0x4000_0000, availableRing: 0x4000_1000, usedRing: UInt64.max - 67, eventIndex: false, indirect: false)
+        }
+        #expect(try SplitVirtqueue(size: 8, descriptorTable: 0x4000_0000, availableRing: 0x4000_1000, usedRing: UInt64.max - 71,
+                                   eventIndex: false, indirect: false).usedRing == UInt64.max - 71)
     }
 }

@@ -100,8 +100,10 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
     }
 
     /// Whether `[address, address + count)` touches bytes held (extending a run at its end does not).
+    /// Measured as distances from each start, which a range at the top of the address space cannot
+    /// overflow.
     private func overlapsHeld(_ address: UInt64, _ count: Int) -> Bool {
-        held.contains { address < $0.start + UInt64($0.bytes.count) && $0.start < address + UInt64(count) }
+        held.contains { address &- $0.start < UInt64($0.bytes.count) || $0.start &- address < UInt64(count) }
     }
 
     /// Only a read of bytes still held needs them sent first.

@@ -93,6 +93,9 @@ public struct SplitVirtqueue: Sendable {
         guard descriptorTable % 16 == 0, availableRing % 2 == 0, usedRing % 4 == 0 else {
             throw .badLayout("rings misaligned (descriptors 16, available 2, used 4)")
         }
+        let parts = Self.footprint(size: size)
+        guard descriptorTable <= UInt64.max - UInt64(parts.descriptors), availableRing <= UInt64.max - UInt64(parts.available),
+              usedRing <= UInt64.max - UInt64(parts.used) else { throw .badLayout("a ring runs past the end of the address space") }
         self.size = size
         self.descriptorTable = descriptorTable
         self.availableRing = availableRing
