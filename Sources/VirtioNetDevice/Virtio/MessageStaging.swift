@@ -32,7 +32,6 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
     private var indirect: Window?
     /// Bytes written but not sent yet: runs of contiguous bytes, in the order they were started.
     private var held: [(start: UInt64, bytes: [UInt8])] = []
-    private var heldCount = 0
     private static let maxHeld = 64 * 1024
     /// A gap between two ranges read ahead that is read along rather than costing a second round
     /// trip, which takes longer than a few KiB more in one message.
@@ -43,9 +42,7 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
     }
 
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
-        if servedFromWindow(address, into: buffer) { return }
-        try flush(overlapping: address, count: buffer.count)
-        try dma.read(address, into: buffer)
+        try read([(address, buffer)])
     }
 
     /// Reads several ranges, those not read ahead with their messages all sent at once: a chain's
@@ -75,9 +72,9 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
 
     func write(_ address: UInt64, from data: UnsafeRawBufferPointer) throws(DMAError) {
         guard !data.isEmpty else { return }
+        let heldCount = held.reduce(0) { $0 + $1.bytes.count }
         if heldCount + data.count > Self.maxHeld || overlapsHeld(address, data.count) { try flush() }
         guard data.count <= Self.maxHeld else { return try dma.post(address, from: data) }
-        heldCount += data.count
         if let run = held.firstIndex(where: { $0.start &+ UInt64($0.bytes.count) == address }) {
             held[run].bytes.append(contentsOf: data)
         } else {
@@ -87,10 +84,7 @@ final class MessageStaging: @unchecked Sendable { // One thread's, as its GuestM
 
     /// Sends the writes held.
     func flush() throws(DMAError) {
-        defer {
-            held.removeAll(keepingCapacity: true)
-            heldCount = 0
-        }
+        defer { held.removeAll(keepingCapacity: true) }
         for run in held {
             let failure: DMAError? = run.bytes.withUnsafeBytes { bytes in
                 do throws(DMAError) { try dma.post(run.start, from: bytes); return nil } catch { return error }
