@@ -108,8 +108,6 @@ struct ConfigFileTests {
         let config = directory.path + "/devices.json"
         try writeFile(Self.good, to: config)
         let server = try ServerProcess(arguments: ["--config", config], firstDevice: false)
-        // The announcement is printed just after the control socket appears.
-        for _ in 0..<100 where !server.output.contains(Self.serialUUID) { usleep(20_000) }
         #expect(server.output.contains(Self.serialUUID), "\(server.errors)")
 
         let control = ["--control", server.controlPath]

@@ -107,10 +107,14 @@ public final class ServerProcess {
             if socket != nil { argv += ["--fd", "3"] } else if firstDevice { argv += ["--socket-path", path] }
         }
         pid = try Self.spawn(program, argv, output: directory.path + "/stdout.txt", errors: directory.path + "/stderr.txt", fd3: socket)
-        // A serving process is ready once its control socket is there; another command when the
-        // file it makes (`waitFor`) is, or at once.
-        guard let ready = waitFor ?? (serverOptions ? controlPath : nil) else { return }
-        for _ in 0..<200 where access(ready, F_OK) != 0 && !hasExited { usleep(20_000) }
+        // A serving process is ready once it has printed its announcements (every device and the
+        // control socket listen by then); another command when the file it makes (`waitFor`) is,
+        // or at once.
+        if let waitFor {
+            for _ in 0..<200 where access(waitFor, F_OK) != 0 && !hasExited { usleep(20_000) }
+        } else if serverOptions {
+            for _ in 0..<200 where output.isEmpty && !hasExited { usleep(20_000) }
+        }
     }
 
     deinit { _ = terminate() }
