@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(name: "fuzz-session", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Session", swiftSettings: strict),
         .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Virtqueue", swiftSettings: strict),
         .executableTarget(name: "fuzz-mbochs", dependencies: ["FuzzHarness"], path: "Tests/Fuzz/Mbochs", swiftSettings: strict),
-        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport", "Support", system], swiftSettings: strict),
+        .testTarget(name: "VfioUserProtoTests", dependencies: ["VfioUserProto", "TestSupport", "Support", "CLinux", system], swiftSettings: strict),
         .testTarget(name: "RegionEmulationTests", dependencies: ["RegionEmulation", "VfioUserProto", "TestSupport", "Support", system], swiftSettings: strict),
         .testTarget(name: "MttyDeviceTests", dependencies: ["MttyDevice", "RegionEmulation"], swiftSettings: strict),
         .testTarget(name: "VirtioNetDeviceTests", dependencies: ["VirtioNetDevice", "VirtioDriver", "VfioUserServer", "VfioUserProto", "RegionEmulation",

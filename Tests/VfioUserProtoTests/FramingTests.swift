@@ -1,3 +1,4 @@
+import CLinux
 import Support
 import SystemPackage
 import TestSupport
@@ -92,6 +93,53 @@ struct FramingTests {
         let clean = MessageReceiver(socket: d.descriptor, maxMessageSize: 1024)
         UnixSocket.shutdown(c)
         #expect(try clean.receive() == nil)
+    }
+
+    /// A reply is read by the peer while the receiver sleeps for the next request, at every
+    /// trapped access. The kernel wakes a reader blocked in `recvmsg` when its own sent bytes are
+    /// consumed; a receiver must sleep so that only incoming bytes wake it.
+    @Test func theReceiverSleepsThroughThePeerReadingItsReply() throws {
+        let (server, peer) = try UnixSocket.pair()
+        let reply = message(id: 1, command: .regionRead, payload: [0x5A], flags: .reply)
+        let thread = TaskInfo()
+        let sleeper = Thread {
+            let receiver = MessageReceiver(socket: server.descriptor, maxMessageSize: 1024)
+            thread.identify()
+            writeAll(server, reply)
+            #expect((try? receiver.receive())??.header.id == 2)
+        }
+        var waited = 0
+        while thread.state != "S" && waited < 5000 { usleep(1000); waited += 1 }
+        try #require(thread.state == "S", "the receiver never went to sleep")
+        let before = try #require(thread.voluntarySwitches)
+
+        var buffer = [UInt8](repeating: 0, count: reply.count)
+        #expect(Glibc.read(peer.rawValue, &buffer, buffer.count) == reply.count && buffer == reply)
+        usleep(50_000)
+        #expect(thread.voluntarySwitches == before, "the receiver woke when its reply was read")
+
+        writeAll(peer, message(id: 2, command: .deviceReset, payload: []))
+        sleeper.join()
+    }
+}
+
+/// One thread of this process as /proc shows it.
+final class TaskInfo: Sendable {
+    private let tid = Locked<pid_t>(0)
+    /// Makes this the calling thread.
+    func identify() { tid.withLock { $0 = pid_t(clinux_gettid()) } }
+    private func read(_ file: String) -> String? {
+        let id = tid.withLock { $0 }
+        return id == 0 ? nil : readFile("/proc/self/task/\(id)/\(file)")
+    }
+    /// The scheduler state letter ("S": asleep), or nil before `identify()`.
+    var state: String? {
+        guard let stat = read("stat"), let end = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: end)...].split(separator: " ").first.map(String.init)
+    }
+    var voluntarySwitches: Int? {
+        read("status")?.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
+            .flatMap { $0.split(whereSeparator: { ": \t".contains($0) }).last.flatMap { Int($0) } }
     }
 }
 

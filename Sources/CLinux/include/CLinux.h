@@ -61,6 +61,9 @@ static inline int clinux_accept4(int socket, int flags) {
 
 static inline void clinux_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 
+/// The calling thread's kernel id, as /proc/self/task names it.
+static inline int clinux_gettid(void) { return (int)syscall(SYS_gettid); }
+
 /// Pins the calling thread (and threads it creates afterwards) to one CPU.
 static inline int clinux_pin_to_cpu(int cpu) {
     unsigned long mask[16] = {0};

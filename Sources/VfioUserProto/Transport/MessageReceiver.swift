@@ -50,7 +50,7 @@ public final class MessageReceiver {
     /// System calls made, for the benchmarks' "messages per read" figure.
     public private(set) var readCalls = 0
 
-    /// How long to spin on the socket before sleeping in `recvmsg` (off unless asked).
+    /// How long to spin on the socket before sleeping until it is readable (off unless asked).
     private var polling: AdaptivePoll
 
     public init(socket: FileDescriptor, maxMessageSize: Int, initialCapacity: Int = 64 * 1024, poll: PollPolicy = .off) {
@@ -198,12 +198,17 @@ public final class MessageReceiver {
             return received >= 0 || (errno != EAGAIN && errno != EINTR)
         }
         if caught { return received }
+        // Sleeps in poll(POLLIN), not in a blocking recvmsg: a reader blocked in recvmsg is also
+        // woken each time the peer reads what this socket sent (the kernel's write-space wake-up
+        // is not filtered by event), a useless wake-up per reply; poll's wait filters it out.
         return polling.sleep {
-            repeat {
+            var descriptor = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
+            while true {
+                if poll(&descriptor, 1, -1) < 0, errno != EINTR { return -1 }
                 message.msg_controllen = control.count
-                received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC))
-            } while received < 0 && errno == EINTR
-            return received
+                received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC | MSG_DONTWAIT))
+                if received >= 0 || (errno != EAGAIN && errno != EINTR) { return received }
+            }
         }
     }
 
