@@ -108,10 +108,16 @@ struct FramingTests {
             writeAll(server, reply)
             #expect((try? receiver.receive())??.header.id == 2)
         }
-        var waited = 0
-        while thread.state != "S" && waited < 5000 { usleep(1000); waited += 1 }
-        try #require(thread.state == "S", "the receiver never went to sleep")
-        let before = try #require(thread.voluntarySwitches)
+        // Asleep for good: 20 ms in a row without a switch, so a passing sleep before the wait is not it.
+        var before: Int?
+        var quiet = 0
+        for _ in 0..<5000 where quiet < 20 {
+            usleep(1000)
+            let now = thread.state == "S" ? thread.voluntarySwitches : nil
+            quiet = now != nil && now == before ? quiet + 1 : 0
+            before = now
+        }
+        try #require(quiet == 20, "the receiver never went to sleep")
 
         var buffer = [UInt8](repeating: 0, count: reply.count)
         #expect(Glibc.read(peer.rawValue, &buffer, buffer.count) == reply.count && buffer == reply)
