@@ -4,7 +4,8 @@
 #   - trapped register reads, ns per read: an mtty I/O port and an mbochs MMIO register, from a
 #     server that polls its socket and from one that does not, beside the same registers of
 #     devices QEMU emulates itself (COM1's 16550, a bochs-display); the servers' CPU meanwhile and
-#     while the guest idles;
+#     while the guest idles. Once with the scheduler placing every thread, once with the servers
+#     on a CPU of their own (the last) and QEMU on the others;
 #   - framebuffer fill: 8-byte stores into an mbochs BAR0, mapped against trapped (mmap=off);
 #   - TCP both ways through our virtio-net and through QEMU's own virtio-net-pci, each on its own
 #     TAP, with memfd guest RAM and again with plain RAM; every byte is checked where it arrives.
@@ -22,29 +23,37 @@ results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 MEMORY=memfd BENCH_PARTS=reads,fill,net RESULTS=$results/memfd Tests/e2e/guest-bench.sh >&2
 MEMORY=anon BENCH_PARTS=net RESULTS=$results/anon Tests/e2e/guest-bench.sh >&2
+MEMORY=memfd BENCH_PARTS=reads PLACEMENT=pinned RESULTS=$results/pinned Tests/e2e/guest-bench.sh >&2
 
 # figure FILE KEY: the median of the values under KEY.
 figure() { awk -v k="$2" '$1 == k { print $2 }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'; }
 m=$results/memfd a=$results/anon
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r); guest under TCG, ${BENCH_ROUNDS:-5} rounds"
 echo
-echo "Trapped register reads from the guest, ns per read (each run's median and mean; the median of the runs)"
-printf '  %-46s %9s %9s\n' "" median mean
-for row in "mtty-poll|mtty I/O port, our server polling" "mtty-nopoll|mtty I/O port, our server not polling" \
-           "qemu-16550|16550 I/O port emulated by QEMU" "mbochs-poll|mbochs MMIO register, our server polling" \
-           "mbochs-nopoll|mbochs MMIO register, our server not polling" "qemu-bochs-display|bochs-display MMIO register emulated by QEMU"; do
-  printf '  %-46s %9.0f %9.0f\n' "${row#*|}" "$(figure $m read-${row%%|*})" "$(figure $m mean-${row%%|*})"
-done
-for stat in read mean; do
-  awk -v s=$stat -v a="$(figure $m $stat-mtty-nopoll)" -v b="$(figure $m $stat-mtty-poll)" -v c="$(figure $m $stat-mbochs-nopoll)" -v d="$(figure $m $stat-mbochs-poll)" \
-    'BEGIN { printf "  polling, by the %s: reads %.2fx as fast (I/O port), %.2fx (MMIO)\n", s == "read" ? "median" : "mean", a / b, c / d }'
-done
-awk '$1 == "clock-ticks" { hz = $2 } $1 ~ /^cpu-/ { t[$1] = $2; p[$1] = $3; s[$1] = $4 }
-  END {
-    w = t["cpu-idle"] - t["cpu-reads"]; i = t["cpu-idle-end"] - t["cpu-idle"]
-    printf "  servers'\'' CPU during the reads: polling %.0f%%, not polling %.0f%% of one CPU\n", 100 * (p["cpu-idle"] - p["cpu-reads"]) / hz / w, 100 * (s["cpu-idle"] - s["cpu-reads"]) / hz / w
-    printf "  servers'\'' CPU while the guest idles (%.1f s): polling %.1f%%, not polling %.1f%%\n", i, 100 * (p["cpu-idle-end"] - p["cpu-idle"]) / hz / i, 100 * (s["cpu-idle-end"] - s["cpu-idle"]) / hz / i
-  }' "$m"
+# reads FILE TITLE: the trapped reads of one boot, polling against not, and the servers' CPU.
+reads() {
+  local f=$1
+  echo "Trapped register reads from the guest, $2, ns per read (each round's median and mean; the median of the rounds)"
+  printf '  %-46s %9s %9s\n' "" median mean
+  for row in "mtty-poll|mtty I/O port, our server polling" "mtty-nopoll|mtty I/O port, our server not polling" \
+             "qemu-16550|16550 I/O port emulated by QEMU" "mbochs-poll|mbochs MMIO register, our server polling" \
+             "mbochs-nopoll|mbochs MMIO register, our server not polling" "qemu-bochs-display|bochs-display MMIO register emulated by QEMU"; do
+    printf '  %-46s %9.0f %9.0f\n' "${row#*|}" "$(figure $f read-${row%%|*})" "$(figure $f mean-${row%%|*})"
+  done
+  for stat in read mean; do
+    awk -v s=$stat -v a="$(figure $f $stat-mtty-nopoll)" -v b="$(figure $f $stat-mtty-poll)" -v c="$(figure $f $stat-mbochs-nopoll)" -v d="$(figure $f $stat-mbochs-poll)" \
+      'BEGIN { printf "  polling, by the %s: reads %.2fx as fast (I/O port), %.2fx (MMIO)\n", s == "read" ? "median" : "mean", a / b, c / d }'
+  done
+  awk '$1 == "clock-ticks" { hz = $2 } $1 ~ /^cpu-/ { t[$1] = $2; p[$1] = $3; s[$1] = $4 }
+    END {
+      w = t["cpu-idle"] - t["cpu-reads"]; i = t["cpu-idle-end"] - t["cpu-idle"]
+      printf "  servers'\'' CPU during the reads: polling %.0f%%, not polling %.0f%% of one CPU\n", 100 * (p["cpu-idle"] - p["cpu-reads"]) / hz / w, 100 * (s["cpu-idle"] - s["cpu-reads"]) / hz / w
+      printf "  servers'\'' CPU while the guest idles (%.1f s): polling %.1f%%, not polling %.1f%%\n", i, 100 * (p["cpu-idle-end"] - p["cpu-idle"]) / hz / i, 100 * (s["cpu-idle-end"] - s["cpu-idle"]) / hz / i
+    }' "$f"
+}
+reads "$m" "the scheduler placing every thread"
+echo
+reads "$results/pinned" "the servers on CPU $(($(nproc) - 1)) and QEMU on the others"
 echo
 echo "Framebuffer fill from the guest (8-byte stores to BAR0 of an mbochs-small, ${BENCH_SECONDS:-3} s each)"
 awk -v mp="$(figure $m fill-mapped)" -v tr="$(figure $m fill-trapped)" 'BEGIN {

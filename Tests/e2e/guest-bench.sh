@@ -6,9 +6,18 @@
 #   and QEMU's virtio-net-pci at 00:18 on qtap0 (10.98.0.x); for reads two mtty-2 (00:12 polling,
 #   00:13 not), two trapped mbochs (00:14, 00:15) and a bochs-display; for fill two mbochs (00:10
 #   mapped, 00:11 trapped). QEMU runs in the test's network namespace, so its TAP is there too.
+#   PLACEMENT=pinned gives the servers the last CPU and QEMU the others, as a deployment that pins
+#   QEMU leaves the device servers a CPU of their own; by default the scheduler places them all.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 parts=${BENCH_PARTS:-reads,fill,net}
+qemu_cpus=()
+if [ "${PLACEMENT:-}" = pinned ]; then
+  last=$(($(nproc) - 1))
+  [ $last -ge 1 ] || fail "PLACEMENT=pinned needs two CPUs"
+  export SERVER_CPUS=$last
+  qemu_cpus=(taskset -c "0-$((last - 1))")
+fi
 rounds=${BENCH_ROUNDS:-5}
 mib=${BENCH_MIB:-32}
 : "${RESULTS:?RESULTS names the file for the figures}"
@@ -50,7 +59,7 @@ for port in 6000 6001; do
 done
 
 GUEST_ARGS="e2e.bench=$parts e2e.rounds=$rounds e2e.seconds=${BENCH_SECONDS:-3} e2e.mib=$mib" qemu_command guest-bench "${devices[@]}"
-in_netns "${qemu_args[@]}" > "$work/console.log" 2>&1 &
+in_netns "${qemu_cpus[@]}" "${qemu_args[@]}" > "$work/console.log" 2>&1 &
 qemu=$!
 helper_pids+=($qemu)
 for _ in $(seq 100); do in_netns ip link show qtap0 > /dev/null 2>&1 && break; sleep 0.1; done

@@ -82,6 +82,7 @@ server_start() {
   local name=$1; shift
   local prefix=()
   [ -n "${E2E_NETNS:-}" ] && prefix=(ip netns exec "$E2E_NETNS")
+  [ -n "${SERVER_CPUS:-}" ] && prefix+=(taskset -c "$SERVER_CPUS")
   "${prefix[@]}" "$SERVER_BIN" "$@" ${ISOLATE:+--isolate "$ISOLATE"} --socket-path "$work/$name" --socket-dir "$work" --control "$work/control-$name" \
     >"$work/server-$name.log" 2>&1 &
   server_pids+=($!)
