@@ -192,12 +192,13 @@ public final class MessageReceiver {
     /// One `recvmsg`: first spinning through the poll window, if open, then sleeping.
     private func receive(_ message: inout msghdr) -> Int {
         var received = -1
-        let caught = polling.spin {
+        /// One read that does not block; true once it got bytes, end of stream or an error.
+        func attempt() -> Bool {
             message.msg_controllen = control.count
             received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC | MSG_DONTWAIT))
             return received >= 0 || (errno != EAGAIN && errno != EINTR)
         }
-        if caught { return received }
+        if polling.spin(until: attempt) { return received }
         // Sleeps in poll(POLLIN), not in a blocking recvmsg: a reader blocked in recvmsg is also
         // woken each time the peer reads what this socket sent (the kernel's write-space wake-up
         // is not filtered by event), a useless wake-up per reply; poll's wait filters it out.
@@ -205,9 +206,7 @@ public final class MessageReceiver {
             var descriptor = pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)
             while true {
                 if poll(&descriptor, 1, -1) < 0, errno != EINTR { return -1 }
-                message.msg_controllen = control.count
-                received = recvmsg(socket.rawValue, &message, CInt(MSG_CMSG_CLOEXEC | MSG_DONTWAIT))
-                if received >= 0 || (errno != EAGAIN && errno != EINTR) { return received }
+                if attempt() { return received }
             }
         }
     }
