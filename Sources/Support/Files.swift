@@ -10,10 +10,23 @@ public func residentKiB(_ pid: pid_t) -> Int { memoryKiB(pid, "VmRSS:", in: "sta
 public func proportionalKiB(_ pid: pid_t) -> Int { memoryKiB(pid, "Pss:", in: "smaps_rollup") }
 
 private func memoryKiB(_ pid: pid_t, _ field: String, in file: String) -> Int {
-    for line in readFile("/proc/\(pid)/\(file)").split(separator: "\n") where line.hasPrefix(field) {
-        return Int(line.dropFirst(field.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
+    procNumber(field, in: "/proc/\(pid)/\(file)") ?? 0
+}
+
+/// The number after `field` (as "VmRSS:") in a /proc file of "name: value" lines; nil if absent.
+public func procNumber(_ field: String, in path: String) -> Int? {
+    for line in readFile(path).split(separator: "\n") where line.hasPrefix(field) {
+        return line.dropFirst(field.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { Int($0) }
     }
-    return 0
+    return nil
+}
+
+/// The fields of a /proc stat file after the command name, which may hold spaces: the state
+/// first (man 5 proc's field 3); nil if the file cannot be read.
+public func procStatFields(_ path: String) -> [Substring]? {
+    let text = readFile(path)
+    guard let close = text.lastIndex(of: ")") else { return nil }
+    return text[text.index(after: close)...].split(separator: " ")
 }
 
 /// A whole file as text ("" if it cannot be read).

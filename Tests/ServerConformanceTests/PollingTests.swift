@@ -11,11 +11,9 @@ import Glibc
 struct PollingTests {
     /// The CPU time (user + system, in clock ticks) a process has used.
     static func cpuTicks(_ pid: pid_t) -> Int? {
-        let text = readFile("/proc/\(pid)/stat")
-        guard let end = text.lastIndex(of: ")") else { return nil }
-        // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
-        let fields = text[text.index(after: end)...].split(separator: " ")
-        guard fields.count > 13, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+        // From the state (field 3), utime and stime are fields 14 and 15.
+        guard let fields = procStatFields("/proc/\(pid)/stat"), fields.count > 13,
+              let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
         return user + system
     }
 

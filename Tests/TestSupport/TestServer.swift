@@ -205,13 +205,8 @@ public final class ServerProcess {
 
     /// Whether the process has exited (a zombie not yet reaped, in /proc).
     public var hasExited: Bool {
-        guard let file = fopen("/proc/\(pid)/stat", "r") else { return true }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 512)
-        guard fgets(&line, CInt(line.count), file) != nil else { return true }
-        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { return false }
-        return text[text.index(close, offsetBy: 2)] == "Z"
+        guard let fields = procStatFields("/proc/\(pid)/stat") else { return true }
+        return fields.first == "Z"
     }
 
     /// Sends `signal` (SIGTERM by default) and waits for the exit; SIGKILL if the process is still

@@ -134,19 +134,10 @@ final class TaskInfo: Sendable {
     private let tid = Locked<pid_t>(0)
     /// Makes this the calling thread.
     func identify() { tid.withLock { $0 = pid_t(clinux_gettid()) } }
-    private func read(_ file: String) -> String? {
-        let id = tid.withLock { $0 }
-        return id == 0 ? nil : readFile("/proc/self/task/\(id)/\(file)")
-    }
+    private var path: String { "/proc/self/task/\(tid.withLock { $0 })/" }
     /// The scheduler state letter ("S": asleep), or nil before `identify()`.
-    var state: String? {
-        guard let stat = read("stat"), let end = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(after: end)...].split(separator: " ").first.map(String.init)
-    }
-    var voluntarySwitches: Int? {
-        read("status")?.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
-            .flatMap { $0.split(whereSeparator: { ": \t".contains($0) }).last.flatMap { Int($0) } }
-    }
+    var state: String? { procStatFields(path + "stat")?.first.map(String.init) }
+    var voluntarySwitches: Int? { procNumber("voluntary_ctxt_switches:", in: path + "status") }
 }
 
 extension MessageReceiver.Message: Equatable {
