@@ -7,8 +7,12 @@
 #     while the guest idles. Once with the scheduler placing every thread, once with the servers
 #     on a CPU of their own (the last) and QEMU on the others;
 #   - framebuffer fill: 8-byte stores into an mbochs BAR0, mapped against trapped (mmap=off);
-#   - TCP both ways through our virtio-net and through QEMU's own virtio-net-pci, each on its own
-#     TAP, with memfd guest RAM and again with plain RAM; every byte is checked where it arrives.
+#   - TCP request-response round trips, 64 bytes each way, through our virtio-net (from a server
+#     that polls and from one that does not) and through QEMU's own virtio-net-pci, each NIC on its
+#     own TAP: with memfd guest RAM, with plain RAM, and with memfd and the servers on a CPU of
+#     their own;
+#   - TCP streams both ways through ours and through QEMU's, with memfd and with plain RAM.
+#   Every byte of the TCP traffic is checked where it arrives.
 # Needs root, as the end-to-end tests. BENCH_ROUNDS (5), BENCH_SECONDS (fill, 3) and BENCH_MIB (each
 # TCP stream, 32) size it; BENCH_POLL sets the polling servers' --poll (adaptive); SERVER_BIN
 # measures another build.
@@ -21,9 +25,9 @@ if [ -z "${SERVER_BIN:-}" ]; then
 fi
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
-MEMORY=memfd BENCH_PARTS=reads,fill,net RESULTS=$results/memfd Tests/e2e/guest-bench.sh >&2
-MEMORY=anon BENCH_PARTS=net RESULTS=$results/anon Tests/e2e/guest-bench.sh >&2
-MEMORY=memfd BENCH_PARTS=reads PLACEMENT=pinned RESULTS=$results/pinned Tests/e2e/guest-bench.sh >&2
+MEMORY=memfd BENCH_PARTS=reads,fill,rr,net RESULTS=$results/memfd Tests/e2e/guest-bench.sh >&2
+MEMORY=anon BENCH_PARTS=rr,net RESULTS=$results/anon Tests/e2e/guest-bench.sh >&2
+MEMORY=memfd BENCH_PARTS=reads,rr PLACEMENT=pinned RESULTS=$results/pinned Tests/e2e/guest-bench.sh >&2
 
 # figure FILE KEY: the median of the values under KEY.
 figure() { awk -v k="$2" '$1 == k { print $2 }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'; }
@@ -58,6 +62,15 @@ echo
 echo "Framebuffer fill from the guest (8-byte stores to BAR0 of an mbochs-small, ${BENCH_SECONDS:-3} s each)"
 awk -v mp="$(figure $m fill-mapped)" -v tr="$(figure $m fill-trapped)" 'BEGIN {
   printf "  %-34s %12.2f MB/s\n  %-34s %12.4f MB/s\n  %-34s %12.0fx\n", "BAR0 mapped (the client maps it)", mp / 1e6, "BAR0 trapped (mmap=off)", tr / 1e6, "mapped / trapped", mp / tr }'
+echo
+echo "TCP round trips through virtio-net, 64 bytes each way, µs per trip (each round's median; the median of the rounds;"
+echo "polling: how much faster ours is than ours not polling; vs QEMU's: how much faster than QEMU's own)"
+printf '  %-34s %8s %17s %8s %9s %9s\n' "" ours "ours, not polling" "QEMU's" polling "vs QEMU's"
+for row in "memfd|memfd RAM" "anon|plain RAM" "pinned|memfd RAM, servers on CPU $(($(nproc) - 1))"; do
+  f=$results/${row%%|*}
+  awk -v l="${row#*|}" -v o="$(figure $f rr-ours)" -v n="$(figure $f rr-ours-nopoll)" -v q="$(figure $f rr-qemu)" \
+    'BEGIN { printf "  %-34s %8.0f %17.0f %8.0f %8.2fx %8.2fx\n", l, o / 1000, n / 1000, q / 1000, n / o, q / o }'
+done
 echo
 echo "TCP through virtio-net, MB/s (median of the rounds; every byte checked where it arrived)"
 printf '  %-28s %8s %8s %7s\n' "" ours "QEMU's" ratio

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # One boot of scripts/guest-bench.sh: the end-to-end guest with the devices the asked parts need,
 # running guest/guest-bench.sh, and its figures written as "key value" lines to $RESULTS.
-#   BENCH_PARTS: reads,fill,net (any of them); MEMORY: memfd or anon; BENCH_ROUNDS, BENCH_SECONDS,
-#   BENCH_MIB size it. Devices: our virtio-net at 00:17 on vtap0 (10.99.0.1 here, .2 in the guest)
-#   and QEMU's virtio-net-pci at 00:18 on qtap0 (10.98.0.x); for reads two mtty-2 (00:12 polling,
+#   BENCH_PARTS: reads,fill,rr,net (any of them); MEMORY: memfd or anon; BENCH_ROUNDS, BENCH_SECONDS,
+#   BENCH_MIB size it. Devices: our virtio-net at 00:17 on vtap0 (10.99.0.1 here, .2 in the guest),
+#   polling, another at 00:19 on vtap1 (10.97.0.x) not polling, and QEMU's virtio-net-pci at 00:18
+#   on qtap0 (10.98.0.x); for reads two mtty-2 (00:12 polling,
 #   00:13 not), two trapped mbochs (00:14, 00:15) and a bochs-display; for fill two mbochs (00:10
 #   mapped, 00:11 trapped). QEMU runs in the test's network namespace, so its TAP is there too.
 #   PLACEMENT=pinned gives the servers the last CPU and QEMU the others, as a deployment that pins
 #   QEMU leaves the device servers a CPU of their own; by default the scheduler places them all.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-parts=${BENCH_PARTS:-reads,fill,net}
+parts=${BENCH_PARTS:-reads,fill,rr,net}
 qemu_cpus=()
 if [ "${PLACEMENT:-}" = pinned ]; then
   last=$(($(nproc) - 1))
@@ -29,8 +30,9 @@ device_at() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"
 cpu_ticks() { [ $# -gt 0 ] || { echo 0; return; }; for pid in "$@"; do cat "/proc/$pid/stat"; done | awk '{ n += $14 + $15 } END { print n }'; }
 
 devices=()
-server_start net.sock --type virtio-net --tap vtap0 --mac 52:54:00:e2:e0:01
-devices+=(-device "$(device_at net.sock 0x17)")
+server_start net.sock --type virtio-net --tap vtap0 --mac 52:54:00:e2:e0:01 --poll "${BENCH_POLL:-adaptive}"
+server_start net-nopoll.sock --type virtio-net --tap vtap1 --mac 52:54:00:e2:e0:03 --poll off
+devices+=(-device "$(device_at net.sock 0x17)" -device "$(device_at net-nopoll.sock 0x19)")
 devices+=(-netdev tap,id=qnet,ifname=qtap0,script=no,downscript=no -device virtio-net-pci,netdev=qnet,addr=0x18,mac=52:54:00:e2:e0:02)
 polling=() sleeping=()
 if [[ $parts == *reads* ]]; then
@@ -48,7 +50,9 @@ if [[ $parts == *fill* ]]; then
   devices+=(-device "$(device_at mapped.sock 0x10)" -device "$(device_at trapped.sock 0x11)")
 fi
 in_netns ip addr add 10.99.0.1/24 dev vtap0
+in_netns ip addr add 10.97.0.1/24 dev vtap1
 in_netns ip link set vtap0 up
+in_netns ip link set vtap1 up
 
 # The host's ends of the TCP streams: receivers for the guest's sends (6000 through ours, 6001
 # through QEMU's), one connection after another, each checked byte by byte.
@@ -57,6 +61,9 @@ for port in 6000 6001; do
   (while in_netns "$work/iobench" recv $port; do :; done) > "$work/recv-$port.log" 2>&1 &
   helper_pids+=($!)
 done
+# The echo for the guest's request-response round trips, through every NIC.
+in_netns "$work/iobench" echo 6100 > "$work/echo.log" 2>&1 &
+helper_pids+=($!)
 
 GUEST_ARGS="e2e.bench=$parts e2e.rounds=$rounds e2e.seconds=${BENCH_SECONDS:-3} e2e.mib=$mib" qemu_command guest-bench "${devices[@]}"
 in_netns "${qemu_cpus[@]}" "${qemu_args[@]}" > "$work/console.log" 2>&1 &
@@ -94,7 +101,7 @@ grep -q "E2E-DONE" "$work/console.log" || fail "the guest did not reach the end"
 {
   echo "clock-ticks $(getconf CLK_TCK)"
   cat "$work/cpu.log"
-  tr -d '\r' < "$work/console.log" | awk '/^E2E-BENCH read / { print "read-" $3, $4; print "mean-" $3, $5 }'
+  tr -d '\r' < "$work/console.log" | awk '/^E2E-BENCH (read|rr) / { print $2 "-" $3, $4; print $2 "mean-" $3, $5 }' | sed 's/^readmean-/mean-/'
   sed -n 's/^E2E-BENCH fill-10 [^ ]* \([0-9]*\) bytes.*/fill-mapped \1/p; s/^E2E-BENCH fill-11 [^ ]* \([0-9]*\) bytes.*/fill-trapped \1/p' "$work/console.log" | tr -d '\r'
   # Megabytes per second of every stream that arrived whole: "received N bytes in T ns ok".
   awk '/ ok$/ { print "tx-ours", $2 * 1000 / $5 }' "$work/recv-6000.log"

@@ -1,16 +1,18 @@
 #!/bin/sh
 # The guest's side of scripts/guest-bench.sh: figures measured from inside the guest, printed as
 # E2E-BENCH lines, in interleaved rounds. Which parts run is on the kernel command line
-# (e2e.bench=reads,fill,net), with e2e.rounds, e2e.seconds (fill) and e2e.mib (TCP).
+# (e2e.bench=reads,fill,rr,net), with e2e.rounds, e2e.seconds (fill) and e2e.mib (TCP).
 #   reads: /tests/iobench times trapped reads: the scratch register of two mtty-2s (00:12, whose
 #          server polls, and 00:13, whose server does not), the DISPI ID register of two mbochs
 #          (00:14 polled, 00:15 not), and the same registers of devices QEMU emulates itself:
 #          COM1's scratch register and a bochs-display (00:16). Then 3 s of nothing (idle CPU).
 #   fill:  8-byte stores into BAR0 of the mbochs at 00:10 (mapped) and 00:11 (trapped).
-#   net:   TCP both ways through our virtio-net (00:17, 10.99.0.2) and QEMU's own virtio-net-pci
-#          (00:18, 10.98.0.2); the receiving end checks every byte.
+#   rr:    TCP request-response round trips, 64 bytes each way, through our virtio-net (00:17,
+#          10.99.0.2, whose server polls), another (00:19, 10.97.0.2, not polling) and QEMU's own
+#          virtio-net-pci (00:18, 10.98.0.2); each reply is checked.
+#   net:   TCP streams both ways through 00:17 and 00:18; the receiving end checks every byte.
 . /tests/lib.sh
-bench=reads,fill,net; rounds=5; seconds=3; mib=32
+bench=reads,fill,rr,net; rounds=5; seconds=3; mib=32
 for arg in $(cat /proc/cmdline); do
   case $arg in
     e2e.bench=*) bench=${arg#e2e.bench=};;
@@ -59,10 +61,10 @@ if has fill; then
   done
 fi
 
-if has net; then
+if has rr || has net; then
   for module in failover net_failover virtio_net; do insmod /modules/$module.ko || echo "E2E-FAILED insmod $module"; done
   ip link set lo up
-  for pair in "17 10.99.0" "18 10.98.0"; do
+  for pair in "17 10.99.0" "18 10.98.0" "19 10.97.0"; do
     set -- $pair
     iface=$(ls "$(dev $1)"/virtio*/net 2>/dev/null | head -1)
     [ -n "$iface" ] || { echo "E2E-FAILED no interface at 00:$1"; continue; }
@@ -72,6 +74,22 @@ if has net; then
     while [ "$(cat /sys/class/net/$iface/operstate)" != up ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
     ping -c 1 -W 10 $2.1 > /dev/null 2>&1 || echo "E2E-FAILED no answer from $2.1"
   done
+fi
+
+if has rr; then
+  round=1
+  while [ $round -le $rounds ]; do
+    for pair in "ours 10.99.0.1" "ours-nopoll 10.97.0.1" "qemu 10.98.0.1"; do
+      set -- $pair
+      out=$(/tests/iobench rr $2 6100 2000) || { echo "E2E-FAILED round trips through $1"; continue; }
+      set -- $1 $out
+      echo "E2E-BENCH rr $1 $3 $5"
+    done
+    round=$((round + 1))
+  done
+fi
+
+if has net; then
   bytes=$((mib * 1048576))
   round=1
   while [ $round -le $rounds ]; do

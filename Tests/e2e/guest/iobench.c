@@ -4,8 +4,10 @@
 //   iobench mmio BDF BAR OFFSET COUNT   COUNT 16-bit reads of a BAR register, through sysfs resourceN
 //   iobench send ADDRESS PORT BYTES     connects over TCP and sends BYTES of a known stream
 //   iobench recv PORT                   accepts one TCP connection and checks every byte it brings
+//   iobench echo PORT                   accepts TCP connections one after another, echoing what each brings
+//   iobench rr ADDRESS PORT COUNT       COUNT round trips of 64 bytes to an echo: request, then its reply
 //
-// Reads print "ns-per-read MEDIAN mean MEAN"; recv prints "received BYTES bytes in NS ns ok" or "... mismatch at
+// Reads print "ns-per-read MEDIAN mean MEAN", round trips "ns-per-rr MEDIAN mean MEAN"; recv prints "received BYTES bytes in NS ns ok" or "... mismatch at
 // OFFSET". The stream is xorshift64 from a fixed seed, so the receiver knows every byte it should
 // get. Built static for the guest and as is for the host (the end-to-end tree's gcc).
 #include <arpa/inet.h>
@@ -65,11 +67,11 @@ static int by_value(const void *a, const void *b) {
 
 // Prints the median and the mean of the reads' times: the host's other work lands on a few reads
 // (a preemption, a migration between CPUs), which move the mean far more than the median.
-static void report(uint64_t *times, long count, unsigned last) {
+static void report(const char *what, uint64_t *times, long count, unsigned last) {
     uint64_t total = 0;
     for (long i = 0; i < count; i++) total += times[i];
     qsort(times, (size_t)count, sizeof *times, by_value);
-    printf("ns-per-read %llu mean %llu value 0x%x\n", (unsigned long long)times[count / 2],
+    printf("ns-per-%s %llu mean %llu value 0x%x\n", what, (unsigned long long)times[count / 2],
            (unsigned long long)(total / (uint64_t)count), last);
 }
 
@@ -83,7 +85,7 @@ static int port_reads(unsigned port, long count) {
         last = inb(port);
         times[i] = now_ns() - start;
     }
-    report(times, count, last);
+    report("read", times, count, last);
     free(times);
     return 0;
 }
@@ -105,22 +107,48 @@ static int mmio_reads(const char *bdf, int bar, unsigned long offset, long count
         last = *reg;
         times[i] = now_ns() - start;
     }
-    report(times, count, last);
+    report("read", times, count, last);
     free(times);
     return 0;
 }
 
-static int tcp_send(const char *address, int port, long long bytes) {
+// A TCP connection to ADDRESS:PORT, retried for 30 s: the listener may come up a moment after this
+// starts. -1 on failure, with the reason printed.
+static int tcp_connect(const char *address, int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    if (fd < 0 || inet_pton(AF_INET, address, &to.sin_addr) != 1) return fail("socket");
-    // The listener may come up a moment after this starts.
+    if (fd < 0 || inet_pton(AF_INET, address, &to.sin_addr) != 1) return fail("socket"), -1;
     for (int tries = 0; connect(fd, (struct sockaddr *)&to, sizeof to) != 0; tries++) {
-        if (tries == 300) return fail("connect");
+        if (tries == 300) return fail("connect"), -1;
         close(fd);
         fd = socket(AF_INET, SOCK_STREAM, 0);
         usleep(100000);
     }
+    return fd;
+}
+
+// Reads exactly n bytes; 0 when they all came, -1 at an error or the end of the stream.
+static int read_all(int fd, uint8_t *out, size_t n) {
+    for (size_t done = 0; done < n;) {
+        ssize_t r = read(fd, out + done, n - done);
+        if (r <= 0) return -1;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const uint8_t *data, size_t n) {
+    for (size_t done = 0; done < n;) {
+        ssize_t w = write(fd, data + done, n - done);
+        if (w <= 0) return -1;
+        done += (size_t)w;
+    }
+    return 0;
+}
+
+static int tcp_send(const char *address, int port, long long bytes) {
+    int fd = tcp_connect(address, port);
+    if (fd < 0) return 1;
     static uint8_t buffer[65536];
     struct stream s;
     stream_init(&s);
@@ -128,11 +156,7 @@ static int tcp_send(const char *address, int port, long long bytes) {
     for (long long left = bytes; left > 0;) {
         size_t n = left < (long long)sizeof buffer ? (size_t)left : sizeof buffer;
         stream_fill(&s, buffer, n);
-        for (size_t done = 0; done < n;) {
-            ssize_t w = write(fd, buffer + done, n - done);
-            if (w <= 0) return fail("write");
-            done += (size_t)w;
-        }
+        if (write_all(fd, buffer, n) != 0) return fail("write");
         left -= (long long)n;
     }
     close(fd);
@@ -140,11 +164,17 @@ static int tcp_send(const char *address, int port, long long bytes) {
     return 0;
 }
 
-static int tcp_recv(int port) {
+static int tcp_listen(int port) {
     int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_ANY) };
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (listener < 0 || bind(listener, (struct sockaddr *)&at, sizeof at) != 0 || listen(listener, 1) != 0) return fail("listen");
+    if (listener < 0 || bind(listener, (struct sockaddr *)&at, sizeof at) != 0 || listen(listener, 1) != 0) return fail("listen"), -1;
+    return listener;
+}
+
+static int tcp_recv(int port) {
+    int listener = tcp_listen(port);
+    if (listener < 0) return 1;
     printf("listening %d\n", port);
     fflush(stdout);
     int fd = accept(listener, NULL, NULL);
@@ -173,6 +203,56 @@ static int tcp_recv(int port) {
     return 0;
 }
 
+// Each request's reply goes out in one segment at once (no Nagle delay), as a request-response
+// protocol's would.
+static void no_delay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static int tcp_echo(int port) {
+    int listener = tcp_listen(port);
+    if (listener < 0) return 1;
+    static uint8_t buffer[65536];
+    for (;;) {
+        int fd = accept(listener, NULL, NULL);
+        if (fd < 0) return fail("accept");
+        no_delay(fd);
+        ssize_t r;
+        while ((r = read(fd, buffer, sizeof buffer)) > 0)
+            if (write_all(fd, buffer, (size_t)r) != 0) break;
+        close(fd);
+    }
+}
+
+// Round trips as a request-response protocol makes them: 64 bytes of the stream out, the same 64
+// back (checked), then the next. Each trip is timed alone.
+static int tcp_rr(const char *address, int port, long count) {
+    int fd = tcp_connect(address, port);
+    if (fd < 0) return 1;
+    no_delay(fd);
+    uint64_t *times = calloc((size_t)count, sizeof *times);
+    if (!times) return fail("calloc");
+    uint8_t request[64], reply[64];
+    struct stream s;
+    stream_init(&s);
+    for (long i = 0; i < count; i++) {
+        stream_fill(&s, request, sizeof request);
+        uint64_t start = now_ns();
+        if (write_all(fd, request, sizeof request) != 0) return fail("write");
+        if (read_all(fd, reply, sizeof reply) != 0) return fail("read");
+        times[i] = now_ns() - start;
+        if (memcmp(request, reply, sizeof reply) != 0) {
+            fprintf(stderr, "iobench: round trip %ld: the echo differs\n", i);
+            return 1;
+        }
+    }
+    close(fd);
+    report("rr", times, count, reply[0]);
+    free(times);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 4 && strcmp(argv[1], "port") == 0) return port_reads((unsigned)strtoul(argv[2], NULL, 0), atol(argv[3]));
@@ -180,6 +260,8 @@ int main(int argc, char **argv) {
         return mmio_reads(argv[2], atoi(argv[3]), strtoul(argv[4], NULL, 0), atol(argv[5]));
     if (argc == 5 && strcmp(argv[1], "send") == 0) return tcp_send(argv[2], atoi(argv[3]), atoll(argv[4]));
     if (argc == 3 && strcmp(argv[1], "recv") == 0) return tcp_recv(atoi(argv[2]));
-    fprintf(stderr, "usage: iobench port PORT COUNT | mmio BDF BAR OFFSET COUNT | send ADDRESS PORT BYTES | recv PORT\n");
+    if (argc == 3 && strcmp(argv[1], "echo") == 0) return tcp_echo(atoi(argv[2]));
+    if (argc == 5 && strcmp(argv[1], "rr") == 0) return tcp_rr(argv[2], atoi(argv[3]), atol(argv[4]));
+    fprintf(stderr, "usage: iobench port PORT COUNT | mmio BDF BAR OFFSET COUNT | send ADDRESS PORT BYTES | recv PORT | echo PORT | rr ADDRESS PORT COUNT\n");
     return 2;
 }
