@@ -21,7 +21,7 @@ extension Session {
             warnedAboutMessageRAM = true
             let range = "[0x\(String(request.address, radix: 16)), 0x\(String(request.address + request.size, radix: 16)))"
             ServerLog.warning("\(name): the client maps guest RAM \(range) without an fd, so every DMA to it is a "
-                              + "message through the client, which costs a NIC speed and both sides CPU. Give QEMU shared RAM: "
+                              + "message through the client: a NIC's request-response latency about triples, and both sides spend CPU on it. Give QEMU shared RAM: "
                               + "-object memory-backend-memfd,id=mem,size=<RAM size>,share=on -machine memory-backend=mem")
         }
     }

@@ -287,7 +287,8 @@ struct Serve: ParsableCommand {
     static let sharedMemoryAdvice = """
     Give QEMU shared RAM (-object memory-backend-memfd,id=mem,size=<RAM size>,share=on \\
     -machine memory-backend=mem) so that the server maps guest memory. With plain -m every DMA is
-    a message through QEMU, which costs a NIC speed and both sides CPU.
+    a message through QEMU: a NIC's request-response latency about triples, and both sides spend
+    CPU on it.
     """
 
     static func announcement(_ instance: MediatedDeviceInstance) -> String {
