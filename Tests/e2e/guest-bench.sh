@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One boot of scripts/guest-bench.sh: the end-to-end guest with the devices the asked parts need,
 # running guest/guest-bench.sh, and its figures written as "key value" lines to $RESULTS.
-#   BENCH_PARTS: reads,fill,rr,net (any of them); MEMORY: memfd or anon; BENCH_ROUNDS, BENCH_SECONDS,
-#   BENCH_MIB size it. Devices: our virtio-net at 00:17 on vtap0 (10.99.0.1 here, .2 in the guest),
-#   polling, another at 00:19 on vtap1 (10.97.0.x) not polling, and QEMU's virtio-net-pci at 00:18
-#   on qtap0 (10.98.0.x); for reads two mtty-2 (00:12 polling,
-#   00:13 not), two trapped mbochs (00:14, 00:15) and a bochs-display; for fill two mbochs (00:10
-#   mapped, 00:11 trapped). QEMU runs in the test's network namespace, so its TAP is there too.
+#   BENCH_PARTS: reads,fill,rr,net (any of them); MEMORY: memfd or anon; BENCH_ROUNDS,
+#   BENCH_SECONDS, BENCH_MIB size it. Devices: our virtio-net at 00:17 on vtap0 (10.99.0.1 here, .2
+#   in the guest) from a polling server, another at 00:19 on vtap1 (10.97.0.x) from one that does
+#   not poll, and QEMU's virtio-net-pci at 00:18 on qtap0 (10.98.0.x); for reads two mtty-2 (00:12
+#   polling, 00:13 not), two trapped mbochs (00:14, 00:15) and a bochs-display; for fill two mbochs
+#   (00:10 mapped, 00:11 trapped). QEMU runs in the test's network namespace, so its TAP is there
+#   too.
 #   PLACEMENT=pinned gives the servers the last CPU and QEMU the others, as a deployment that pins
 #   QEMU leaves the device servers a CPU of their own; by default the scheduler places them all.
 set -euo pipefail

@@ -4,12 +4,13 @@
 //   iobench mmio BDF BAR OFFSET COUNT   COUNT 16-bit reads of a BAR register, through sysfs resourceN
 //   iobench send ADDRESS PORT BYTES     connects over TCP and sends BYTES of a known stream
 //   iobench recv PORT                   accepts one TCP connection and checks every byte it brings
-//   iobench echo PORT                   accepts TCP connections one after another, echoing what each brings
-//   iobench rr ADDRESS PORT COUNT       COUNT round trips of 64 bytes to an echo: request, then its reply
+//   iobench echo PORT                   accepts TCP connections one after another, echoing each
+//   iobench rr ADDRESS PORT COUNT       COUNT round trips of 64 bytes to an echo, each checked
 //
-// Reads print "ns-per-read MEDIAN mean MEAN", round trips "ns-per-rr MEDIAN mean MEAN"; recv prints "received BYTES bytes in NS ns ok" or "... mismatch at
-// OFFSET". The stream is xorshift64 from a fixed seed, so the receiver knows every byte it should
-// get. Built static for the guest and as is for the host (the end-to-end tree's gcc).
+// Reads print "ns-per-read MEDIAN mean MEAN", round trips "ns-per-rr MEDIAN mean MEAN"; recv
+// prints "received BYTES bytes in NS ns ok" or "... mismatch at OFFSET". The stream is xorshift64
+// from a fixed seed, so the receiver knows every byte it should get. Built static for the guest
+// and as is for the host (the end-to-end tree's gcc).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,7 +66,7 @@ static int by_value(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-// Prints the median and the mean of the reads' times: the host's other work lands on a few reads
+// Prints the median and the mean of the timed steps: the host's other work lands on a few of them
 // (a preemption, a migration between CPUs), which move the mean far more than the median.
 static void report(const char *what, uint64_t *times, long count, unsigned last) {
     uint64_t total = 0;
