@@ -29,6 +29,18 @@ public func procStatFields(_ path: String) -> [Substring]? {
     return text[text.index(after: close)...].split(separator: " ")
 }
 
+/// The text of a C string in a char buffer: its bytes up to the first NUL (all of them if none).
+public func textUpToNUL(_ chars: [CChar]) -> String {
+    String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// This process's executable, where /proc/self/exe links ("" if the link cannot be read).
+public func executablePath() -> String {
+    var path = [CChar](repeating: 0, count: 4096)
+    _ = readlink("/proc/self/exe", &path, path.count - 1) // the zeroed buffer ends the text
+    return textUpToNUL(path)
+}
+
 /// A whole file as text ("" if it cannot be read).
 public func readFile(_ path: String) -> String {
     String(decoding: readBytes(path) ?? [], as: UTF8.self)

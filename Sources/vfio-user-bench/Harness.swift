@@ -85,9 +85,7 @@ func pinToCPU(_ cpu: Int) {
 
 /// An executable built with this one, in the same directory.
 func siblingExecutable(_ name: String) -> String {
-    var path = [CChar](repeating: 0, count: 4096)
-    let length = readlink("/proc/self/exe", &path, path.count - 1)
-    let me = String(decoding: path.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let me = executablePath()
     return String(me[..<(me.lastIndex(of: "/") ?? me.startIndex)]) + "/" + name
 }
 

@@ -260,7 +260,7 @@ struct MbochsTests {
         var width: UInt32 = 0, height: UInt32 = 0
         var message = [CChar](repeating: 0, count: 256)
         let status = png.withUnsafeBufferPointer { cpng_decode_rgb($0.baseAddress, $0.count, &rgb, &width, &height, &message) }
-        let pixels = try #require(status == 0 ? rgb : nil, "libpng: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        let pixels = try #require(status == 0 ? rgb : nil, "libpng: \(textUpToNUL(message))")
         defer { free(pixels) }
         return Picture(width: Int(width), height: Int(height), rgb: Array(UnsafeBufferPointer(start: pixels, count: Int(width * height * 3))))
     }

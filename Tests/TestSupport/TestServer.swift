@@ -121,9 +121,7 @@ public final class ServerProcess {
 
     /// The vfio-user-server binary beside this test binary.
     public static var executable: String {
-        var exe = [CChar](repeating: 0, count: 4096)
-        let length = readlink("/proc/self/exe", &exe, exe.count - 1)
-        var directory = String(decoding: exe.prefix(max(length, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var directory = executablePath()
         while !directory.isEmpty && !directory.hasSuffix("/debug") && !directory.hasSuffix("/release") {
             directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
         }

@@ -1,5 +1,6 @@
 import CPNG
 import RegionEmulation
+import Support
 import SystemPackage
 import VfioUserProto
 #if canImport(Glibc)
@@ -28,7 +29,7 @@ public enum Screenshot {
             cpng_encode_rgb($0.baseAddress, UInt32(picture.width), UInt32(picture.height), &output, &size, &message)
         }
         guard status == 0, let output else {
-            throw ManagementError(.noMemory, "PNG encoding failed: " + String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw ManagementError(.noMemory, "PNG encoding failed: " + textUpToNUL(message))
         }
         defer { free(output) }
         return Array(UnsafeBufferPointer(start: output, count: size))

@@ -15,9 +15,7 @@ struct Describe: ParsableCommand {
         discussion: "Install it with: vfio-user-server describe > /usr/share/vfio-user/50-vfio-user-swift.json")
 
     func run() {
-        var path = [CChar](repeating: 0, count: 4096)
-        let length = readlink("/proc/self/exe", &path, path.count - 1)
-        let binary = String(decoding: path.prefix(max(0, length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let binary = executablePath()
         let types: [JSONValue] = DeviceTypes.all.map { type in
             ["id": .string(type.id), "name": .string(type.name), "description": .string(type.description),
              "device_api": .string(type.deviceAPI)]
