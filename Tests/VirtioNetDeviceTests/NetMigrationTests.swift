@@ -97,6 +97,26 @@ struct NetMigrationTests {
         #expect(try to.read(.config, offset: 0, as: UInt32.self) == 0x1041_1AF4)
     }
 
+    /// A driver that took indirect tables with mapped RAM keeps them on a destination whose RAM
+    /// comes without an fd, though that device would not offer them to a new driver.
+    @Test func aDestinationReachingRAMByMessagesTakesIndirectTablesNegotiatedBefore() throws {
+        let bed = try NetTestBed()
+        try bed.up()
+        #expect(bed.driver.features.contains(.ringIndirectDescriptors))
+        let other = try VirtioNetDevice(backend: SinkBackend(), mac: NetTestBed.mac)
+        let destination = try TestServer(model: other)
+        let to = try destination.attach()
+        try to.dmaMap(DMAMapRequest(flags: [.read, .write], offset: 0, address: bed.driver.ram.base, size: UInt64(bed.driver.ram.size)), fd: nil)
+        #expect(!other.offeredFeatures.contains(.ringIndirectDescriptors))
+        let from = bed.driver.client
+        try from.setMigrationState(.stopCopy)
+        let stream = try from.migrationDataRead(size: 1 << 20)
+        try to.setMigrationState(.resuming)
+        try to.migrationDataWrite(stream)
+        try to.setMigrationState(.running)
+        #expect(other.transport.negotiatedFeatures.contains(.ringIndirectDescriptors))
+    }
+
     /// The driver set up rings of 256: a device that takes at most 64 cannot run them.
     @Test func aDestinationWithSmallerRingsRefusesTheState() throws {
         let bed = try NetTestBed()

@@ -29,6 +29,18 @@ struct TransportTests {
         #expect(offered.isDisjoint(with: [.netChecksum, .netGuestChecksum, .netHostTSO4]))
     }
 
+    /// With guest RAM reached by messages an indirect table costs a chain a round trip of its own,
+    /// so the device offers none; with RAM mapped from an fd it does.
+    @Test(arguments: [false, true])
+    func indirectTablesAreOfferedOnlyWithMappedRAM(messageMode: Bool) throws {
+        let bed = try NetTestBed(messageMode: messageMode)
+        let offered = try bed.driver.deviceFeatures()
+        #expect(offered.contains(.ringIndirectDescriptors) == !messageMode)
+        #expect(offered.union(.ringIndirectDescriptors) == NetTestBed.defaultFeatures)
+        try bed.up()
+        #expect(bed.driver.features.contains(.ringIndirectDescriptors) == !messageMode)
+    }
+
     @Test func featuresOKIsRefusedForUnacceptableSets() throws {
         let bed = try NetTestBed()
         #expect(try bed.driver.negotiate([.netMAC, .netStatus]) == false) // no VERSION_1

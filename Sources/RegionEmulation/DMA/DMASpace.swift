@@ -247,6 +247,17 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// Mappings held now.
     public var mappingCount: Int { lock.withLock { table.count } }
 
+    /// Whether the client mapped writable memory without an fd: guest RAM that the device reaches
+    /// only by messages. (Read-only maps without one are a client's ROMs, as QEMU's with shared RAM.)
+    public var reachesRAMByMessages: Bool {
+        lock.withLock {
+            table.entries.contains {
+                let mapping = $0.payload.takeUnretainedValue()
+                return mapping.isMessageMode && mapping.flags.contains(.write)
+            }
+        }
+    }
+
     /// Every mapping, by address, for status reports.
     public var mappings: [DMAMappingInfo] {
         lock.withLock {

@@ -106,7 +106,7 @@ extension VirtioNetDevice: MigratableDevice {
             throw .invalidStream("virtio-net state: \(error)")
         }
         // The driver negotiated with the source's backend: this one must honour the same features.
-        let missing = transportState.driverFeatures.subtracting(offeredFeatures)
+        let missing = transportState.driverFeatures.subtracting(supportedFeatures)
         guard missing.isEmpty else {
             throw .invalidStream("this device cannot offer the negotiated features \(missing) (another backend?)")
         }

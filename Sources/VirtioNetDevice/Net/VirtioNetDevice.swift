@@ -91,10 +91,20 @@ public final class VirtioNetDevice: DeviceModel, VirtioDeviceType {
 
     // MARK: VirtioDeviceType
 
-    public var offeredFeatures: VirtioFeatures {
+    /// Every feature this device runs: what a migrated-in driver may have negotiated.
+    public var supportedFeatures: VirtioFeatures {
         var features: VirtioFeatures = [.version1, .netMAC, .netStatus, .netMergeableRxBuffers, .netControlQueue,
                                         .netControlRx, .netControlMACAddress, .ringEventIndex, .ringIndirectDescriptors]
         if backend.carriesVirtioHeader { features.formUnion(backend.offloads) }
+        return features
+    }
+
+    /// What the driver is offered. With guest RAM reached by messages an indirect table would cost
+    /// each chain a round trip of its own; without one, a chain's descriptors come with the look at
+    /// the ring. (The client maps RAM before the guest reads the features, as QEMU does at realize.)
+    public var offeredFeatures: VirtioFeatures {
+        var features = supportedFeatures
+        if datapath.dma?.reachesRAMByMessages == true { features.remove(.ringIndirectDescriptors) }
         return features
     }
 

@@ -9,6 +9,7 @@ echo "E2E-DEVICE vendor=$(cat $dev/vendor) device=$(cat $dev/device) class=$(cat
 iface=$(ls $dev/virtio*/net 2>/dev/null | head -1)
 [ -n "$iface" ] || { echo "E2E-FAILED no network interface"; exit 1; }
 echo "E2E-IFACE $iface mac=$(cat /sys/class/net/$iface/address)"
+echo "E2E-FEATURES $(cat $dev/virtio*/features)"
 ip link set lo up
 ip addr add 10.99.0.2/24 dev $iface
 ip link set $iface up
