@@ -247,13 +247,19 @@ public final class DMASpace: @unchecked Sendable { // All mutable state is guard
     /// Mappings held now.
     public var mappingCount: Int { lock.withLock { table.count } }
 
-    /// Whether the client mapped writable memory without an fd: guest RAM that the device reaches
-    /// only by messages. (Read-only maps without one are a client's ROMs, as QEMU's with shared RAM.)
+    /// Whether a map is of guest RAM that the device reaches only by messages: writable, without an
+    /// fd. (Read-only maps without one are a client's ROMs, as QEMU's with shared RAM.)
+    public static func isRAMByMessages(flags: DMAMapFlags, hasFileDescriptor: Bool) -> Bool {
+        !hasFileDescriptor && flags.contains(.write)
+    }
+
+    /// Whether the client mapped guest RAM that the device reaches only by messages. Walks every
+    /// mapping: for rare questions (a driver reading the features), not for each access.
     public var reachesRAMByMessages: Bool {
         lock.withLock {
             table.entries.contains {
                 let mapping = $0.payload.takeUnretainedValue()
-                return mapping.isMessageMode && mapping.flags.contains(.write)
+                return Self.isRAMByMessages(flags: mapping.flags, hasFileDescriptor: !mapping.isMessageMode)
             }
         }
     }

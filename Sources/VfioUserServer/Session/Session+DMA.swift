@@ -16,7 +16,7 @@ extension Session {
         guard fds.count <= 1 else { throw SessionError.malformed("DMA_MAP with \(fds.count) fds") }
         try device.dma.map(request, fd: fds.first)
         if fds.isEmpty { mapsWithoutFD += 1 } else { mapsWithFD += 1 }
-        if fds.isEmpty && !warnedAboutMessageRAM && device.dma.reachesRAMByMessages {
+        if !warnedAboutMessageRAM && DMASpace.isRAMByMessages(flags: request.flags, hasFileDescriptor: !fds.isEmpty) {
             warnedAboutMessageRAM = true
             let range = "[0x\(String(request.address, radix: 16)), 0x\(String(request.address + request.size, radix: 16)))"
             ServerLog.warning("\(name): the client maps guest RAM \(range) without an fd, so every DMA to it is a "

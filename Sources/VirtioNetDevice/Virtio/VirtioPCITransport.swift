@@ -158,7 +158,8 @@ public final class VirtioPCITransport: Sendable {
     }
 
     private func readCommon(_ offset: Int, size: Int) -> UInt64 {
-        let offered = device?.offeredFeatures ?? []
+        // Asked only where it is read: the device may look through its DMA mappings to answer.
+        let offered = offset == 0x04 ? device?.offeredFeatures ?? [] : []
         return state.withLock { s in
             let q = Int(s.queueSelect)
             let queue = q < s.queues.count ? s.queues[q] : nil
@@ -237,7 +238,7 @@ public final class VirtioPCITransport: Sendable {
     /// Status writes: 0 resets; FEATURES_OK is kept only for an acceptable feature set (the driver
     /// re-reads the status to find out); bits are otherwise only ever added.
     private func writeStatus(_ requested: VirtioStatus) {
-        let offered = device?.offeredFeatures ?? []
+        let offered = requested.contains(.featuresOK) ? device?.offeredFeatures ?? [] : []
         let (old, new): (VirtioStatus, VirtioStatus) = state.withLock { s in
             let old = s.status
             if requested.rawValue == 0 { return (old, []) }
